@@ -1,0 +1,10 @@
+"""Sparse voxel grids and differentiable multi-level-set marching cubes."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("slang-marching-cubes")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

@@ -1,0 +1,25 @@
+"""Packaging checks: the installed metadata and the public API agree."""
+
+import sys
+from pathlib import Path
+
+import slang_marching_cubes
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def test_version_matches_pyproject():
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    assert slang_marching_cubes.__version__ == project["version"]
+
+
+def test_all_names_exist():
+    missing = [
+        name for name in slang_marching_cubes.__all__ if not hasattr(slang_marching_cubes, name)
+    ]
+    assert missing == []

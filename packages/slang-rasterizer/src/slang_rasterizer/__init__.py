@@ -1,0 +1,10 @@
+"""Tile-based multi-shell rasterizer with differentiable compositing."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("slang-rasterizer")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]
