@@ -93,8 +93,9 @@ def integration(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check over the whole repository."""
+    """ruff check and ruff format --check over the whole repository; vendored copies agree."""
     session.install("ruff>=0.6")
+    session.run("python", str(ROOT / "tools" / "check_vendored.py"))
     session.run("ruff", "check", str(ROOT))
     session.run("ruff", "format", "--check", str(ROOT))
 

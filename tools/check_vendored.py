@@ -1,0 +1,46 @@
+"""Check (or restore) the files vendored byte-identically into several packages.
+
+The two kernel packages must not depend on each other, so the Slang kernel runtime lives in
+one canonical file that is copied into the other package. `python tools/check_vendored.py`
+fails when a copy drifts; `--fix` copies the canonical file over the copies.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENDORED = {
+    "packages/slang-marching-cubes/src/slang_marching_cubes/_slang_runtime.py": [
+        "packages/slang-rasterizer/src/slang_rasterizer/_slang_runtime.py",
+    ],
+}
+
+
+def main(argv: list[str]) -> int:
+    fix = "--fix" in argv
+    drifted = []
+    for canonical, copies in VENDORED.items():
+        source = ROOT / canonical
+        if not source.exists():
+            continue
+        for copy in copies:
+            target = ROOT / copy
+            if target.exists() and target.read_bytes() == source.read_bytes():
+                continue
+            if fix:
+                shutil.copyfile(source, target)
+                print(f"copied {canonical} -> {copy}")
+            else:
+                drifted.append(f"{copy} differs from {canonical}")
+    for line in drifted:
+        print(line)
+    if drifted:
+        print("run `python tools/check_vendored.py --fix` to restore the copies")
+    return 1 if drifted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
