@@ -18,3 +18,28 @@ def test_versions_names_torch_and_packages():
     assert result.exit_code == 0
     assert "torch" in result.output
     assert f"meshtryoshka-train   {__version__}" in result.output
+
+
+def test_experiments_lists_shipped_names():
+    result = CliRunner().invoke(main, ["experiments"])
+    assert result.exit_code == 0
+    assert result.output.split() == [
+        "demo",
+        "mip360",
+        "mip360_140gb",
+        "mip360_24gb",
+        "nerf_synthetic",
+    ]
+
+
+def test_bad_override_on_the_command_line_lists_valid_keys():
+    result = CliRunner().invoke(main, ["--experiment", "demo", "model.bogus=1"])
+    assert result.exit_code == 2
+    assert "unknown configuration key 'model.bogus'" in result.output
+    assert "model.render_mode" in result.output
+
+
+def test_overrides_without_experiment_are_refused():
+    result = CliRunner().invoke(main, ["model.render_mode=explicit"])
+    assert result.exit_code == 2
+    assert "overrides need an experiment" in result.output

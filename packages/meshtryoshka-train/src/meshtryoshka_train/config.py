@@ -1,0 +1,390 @@
+"""Typed training configuration, TOML experiments and dotted command-line overrides.
+
+An experiment is a TOML file shipped in ``meshtryoshka_train/experiments/``. Its tables map onto
+the frozen dataclasses below; every key is optional (the dataclass default applies). An
+experiment may start from another with ``extends = "NAME"``, and may hold per-scene settings
+under ``[scenes.<scene>]`` (applied when ``dataset.scene`` is that scene). Command-line
+overrides are ``section.key=value`` with a TOML value (``model.render_mode=explicit``,
+``optim.batch_size={0=16,4800=8}``, ``model.shells=[0.9,0.5,0.1]``); a value that does not
+parse as TOML is taken as a string. Order of precedence, lowest first: dataclass defaults,
+the experiment chain, the scene's settings, the command line.
+
+Units: lengths in the normalized world (cameras inside [-1, 1]^3) unless a field says
+"contracted" (the grid's [0, 1]^3); steps count optimizer steps from 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from .schedule import Schedule
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used: unknown key, wrong type, bad value."""
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    format: Literal["blender", "colmap"] = "blender"
+    """Dataset layout: NeRF-synthetic JSON ("blender") or COLMAP sparse model ("colmap")."""
+    root: str = "datasets/nerf_synthetic"
+    """Folder holding one sub-folder per scene (relative to the working directory)."""
+    scene: str = "lego"
+    """Scene folder name under `root`."""
+    downscale: int = 1
+    """Integer image downscale (COLMAP: uses the images_<downscale> folder when present)."""
+    background: Literal["white", "black", "random"] = "white"
+    """Background that transparent training pixels are composited on ("random": per step)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the uint8 images are kept ("auto": on the training device)."""
+    llffhold: int = 8
+    """COLMAP test split: every llffhold-th image sorted by name."""
+    scale_factor: float = 1.0
+    """Normalization: camera centres end up in [-scale_factor, scale_factor]^3."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    render_mode: Literal["fused", "explicit"] = "fused"
+    """Fused tile kernel (less memory) or explicit hit buffers; both give the same image."""
+    backend: Literal["auto", "reference", "slang"] = "auto"
+    """Kernel backend: Slang on CUDA, the pure-PyTorch reference elsewhere ("auto")."""
+    shells: Schedule[list[float]] = field(
+        default_factory=lambda: Schedule({0: [0.9, 0.5, 0.1, 0.01, 0.001]})
+    )
+    """CDF levels p of the shells, strictly decreasing (outermost first); 0.5 is the surface."""
+    sharpness: float = 400.0
+    """k of the logistic CDF: a shell's signed-distance level is logit(p) / k (contracted units)."""
+    resolution: Schedule[int] = field(default_factory=lambda: Schedule({0: 32}))
+    """Voxels per side of the centre grid, by step (coarse to fine)."""
+    arm_resolution: Schedule[int] = field(default_factory=lambda: Schedule({0: 0}))
+    """Voxels along each of the six arms (unbounded scenes); 0 = no arms."""
+    center_extent: float = 1.0
+    """Side of the centre cube in the contracted [0, 1]^3 (1.0 = the whole grid)."""
+    center_radius: float = 1.5
+    """Contraction: world half-size (infinity norm) mapped linearly onto the centre cube."""
+    arm_ratio: float = 0.0
+    """Contraction: log-space extent of the arms; the far bound is center_radius * e^(2 a)."""
+    sh_degree: Schedule[int] = field(default_factory=lambda: Schedule({0: 0, 300: 1}))
+    """Active spherical-harmonic degree (0..3), by step."""
+    initializer: Literal["sphere", "point_cloud"] = "sphere"
+    """Initial signed distance: a sphere (objects) or the COLMAP point cloud (unbounded)."""
+    init_radius: float = 0.25
+    """Sphere radius, or the radius of each point's ball for "point_cloud" (contracted units)."""
+    dilation: int = 4
+    """Voxels the occupancy is dilated by around the surface at each resolution change."""
+    train_ssaa: int = 3
+    """Supersampling factor while training."""
+    eval_ssaa: int = 3
+    """Supersampling factor for evaluation renders."""
+    train_near: float = 0.01
+    """Near plane while training (camera-space depth)."""
+    eval_near: float = 1.0
+    """Near plane for evaluation renders."""
+    alpha_max: float = 0.99
+    """Cap on a shell's opacity while compositing."""
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    rgb: float = 16.0
+    """Weight of (L1 + L2) / 2 on RGB."""
+    eikonal_pos: float = 0.0
+    """Weight of the eikonal term where |grad s| > 1."""
+    eikonal_neg: float = 1.0
+    """Weight of the eikonal term where |grad s| < 1."""
+    curvature: float = 0.1
+    """Weight of the curvature (smoothness of grad s) term."""
+    sdf_binary: float = 0.02
+    """Weight of -mean|s| over extracted shell vertices."""
+    sh: float = 1.0
+    """Weight of the L2 penalty on SH coefficients above degree 0."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 3e-2
+    """Adam learning rate of the signed distances and the SH degree-0 coefficients."""
+    sh_rest_lr_scale: float = 0.05
+    """Learning-rate multiplier of the SH coefficients above degree 0."""
+    lr_schedule: Schedule[float] = field(default_factory=lambda: Schedule({0: 1.0}))
+    """Learning-rate multiplier by global step."""
+    batch_size: Schedule[int] = field(default_factory=lambda: Schedule({0: 16}))
+    """Training images per step, by step."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 15000
+    """Number of optimizer steps."""
+    seed: int = 0
+    """Seed of the initialization and of the batch sampling."""
+    eval_interval: int = 2000
+    """Evaluate on the test split every this many steps (and at the end); 0 = only at the end."""
+    checkpoint_interval: int = 1000
+    """Write a checkpoint every this many steps (and at the end)."""
+    log_interval: int = 50
+    """Update the progress line every this many steps."""
+
+
+@dataclass(frozen=True)
+class Config:
+    experiment: str = ""
+    """Name of the experiment this configuration came from."""
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The configuration as nested plain values (schedules as step-keyed tables)."""
+        return _to_plain(self)
+
+
+# --- building dataclasses from nested dictionaries, with type checks ------------------------
+
+
+def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of a configuration dataclass, e.g. ``model.render_mode``."""
+    keys = []
+    for name, hint in typing.get_type_hints(cls).items():
+        if cls is Config and name == "experiment":
+            continue  # set from the experiment's name, not a setting
+        if dataclasses.is_dataclass(hint):
+            keys += valid_keys(hint, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _unknown_key_error(key: str) -> ConfigError:
+    listing = ", ".join(valid_keys())
+    return ConfigError(f"unknown configuration key '{key}'. Valid keys: {listing}")
+
+
+def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Instantiate dataclass `cls` from nested `data`, checking every key and type."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in hints:
+            raise _unknown_key_error(key)
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{key}' is a section; set its keys, e.g. '{key}.<key>=...'")
+            kwargs[name] = build(hint, value, f"{key}.")
+        else:
+            kwargs[name] = _coerce(value, hint, key)
+    return cls(**kwargs)
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(hint))
+    if origin is Schedule:
+        return f"schedule of {_type_name(typing.get_args(hint)[0])} (e.g. {{0 = ..., 1000 = ...}})"
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(hint)[0])}"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    wrong = ConfigError(f"'{key}' must be {_type_name(hint)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise wrong
+        return value
+    if origin is Schedule:
+        (inner,) = typing.get_args(hint)
+        table = value if isinstance(value, dict) else {0: value}
+        entries = {}
+        for step, entry in table.items():
+            try:
+                step_int = int(step)
+            except (TypeError, ValueError):
+                raise ConfigError(f"'{key}' has a non-integer step {step!r}") from None
+            entries[step_int] = _coerce(entry, inner, f"{key}[{step}]")
+        try:
+            return Schedule(entries)
+        except ValueError as error:
+            raise ConfigError(f"'{key}': {error}") from None
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise wrong
+        return [_coerce(item, inner, f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported annotation for '{key}': {hint}")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise wrong
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise wrong
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise wrong
+        return value
+    raise TypeError(f"unsupported annotation for '{key}': {hint}")
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, Schedule):
+        return {str(k): _to_plain(v) for k, v in value.values.items()}
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+# --- experiments and overrides --------------------------------------------------------------
+
+
+def experiment_names() -> list[str]:
+    """Names of the experiments shipped with the package."""
+    folder = resources.files("meshtryoshka_train") / "experiments"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _read_experiment(name: str) -> dict[str, Any]:
+    path = Path(name)
+    if path.suffix == ".toml" and path.exists():
+        return tomllib.loads(path.read_text())
+    resource = resources.files("meshtryoshka_train") / "experiments" / f"{name}.toml"
+    if not resource.is_file():
+        raise ConfigError(
+            f"unknown experiment '{name}'. Shipped experiments: {', '.join(experiment_names())} "
+            "(or give the path of a .toml file)"
+        )
+    try:
+        return tomllib.loads(resource.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"experiment '{name}' is not valid TOML: {error}") from None
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive merge; tables merge key by key, anything else (schedules too) is replaced."""
+    merged = dict(base)
+    for key, value in update.items():
+        is_section = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        if is_section and not _looks_like_schedule(value):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _looks_like_schedule(table: dict[str, Any]) -> bool:
+    return bool(table) and all(str(k).lstrip("-").isdigit() for k in table)
+
+
+def _experiment_chain(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    if name in seen:
+        raise ConfigError(f"experiment 'extends' loop: {' -> '.join((*seen, name))}")
+    data = _read_experiment(name)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    return _merge(_experiment_chain(parent, (*seen, name)), data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into (["a", "b"], parsed value); the value is TOML or a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def _set_dotted(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict) or _looks_like_schedule(child):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(experiment: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The configuration of `experiment` (a shipped name or a .toml path) with `overrides`."""
+    data = _experiment_chain(experiment)
+    scenes = data.pop("scenes", {})
+    cli: dict[str, Any] = {}
+    for text in overrides:
+        path, value = parse_override(text)
+        if len(path) == 1 and path[0] in {key.split(".")[0] for key in valid_keys()}:
+            raise ConfigError(f"'{path[0]}' is a section; set its keys, e.g. '{path[0]}.<key>=...'")
+        if ".".join(path) not in valid_keys():
+            raise _unknown_key_error(".".join(path))
+        _set_dotted(cli, path, value)
+    scene = cli.get("dataset", {}).get("scene", data.get("dataset", {}).get("scene"))
+    if scene is None:
+        scene = DatasetConfig.scene
+    merged = _merge(_merge(data, scenes.get(scene, {})), cli)
+    merged["experiment"] = experiment
+    config = build(Config, merged)
+    check_values(config)
+    return config
+
+
+def check_values(config: Config) -> None:
+    """Range checks that types alone cannot express; raises ConfigError naming the key."""
+    for step, levels in config.model.shells.values.items():
+        if not levels or any(not 0.0 < p < 1.0 for p in levels):
+            raise ConfigError(f"model.shells[{step}] must be CDF levels in (0, 1), got {levels}")
+        if any(a <= b for a, b in zip(levels[:-1], levels[1:], strict=True)):
+            raise ConfigError(
+                f"model.shells[{step}] must be strictly decreasing (outermost first), got {levels}"
+            )
+    for step, degree in config.model.sh_degree.values.items():
+        if not 0 <= degree <= 3:
+            raise ConfigError(f"model.sh_degree[{step}] must be in 0..3, got {degree}")
+    positive = {
+        "model.resolution": config.model.resolution.values.values(),
+        "optim.batch_size": config.optim.batch_size.values.values(),
+        "model.train_ssaa": [config.model.train_ssaa],
+        "model.eval_ssaa": [config.model.eval_ssaa],
+        "model.sharpness": [config.model.sharpness],
+        "dataset.downscale": [config.dataset.downscale],
+        "dataset.llffhold": [config.dataset.llffhold],
+        "dataset.scale_factor": [config.dataset.scale_factor],
+        "train.steps": [config.train.steps],
+    }
+    for key, values in positive.items():
+        if any(v <= 0 for v in values):
+            raise ConfigError(f"{key} must be > 0, got {list(values)}")
+    if not 0.0 < config.model.alpha_max <= 1.0:
+        raise ConfigError(f"model.alpha_max must be in (0, 1], got {config.model.alpha_max}")
