@@ -1,10 +1,59 @@
-"""Dataset loaders (NeRF-synthetic, COLMAP) for Meshtryoshka."""
+"""Dataset loaders for Meshtryoshka: NeRF-synthetic (Blender) and COLMAP (Mip-NeRF 360).
+
+Conventions: OpenCV world-to-camera ``[N, 4, 4]`` (+x right, +y down, +z forward), pixel
+intrinsics ``[N, 3, 3]`` with pixel centres at ``+0.5``, images uint8 in the dataset and
+float32 ``[B, 3, H, W]`` in ``[0, 1]`` in batches.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
+
+from .blender import DEFAULT_BLENDER_ROOT, load_blender
+from .check import CheckReport, check_dataset
+from .colmap import (
+    ColmapCamera,
+    ColmapImage,
+    ColmapModel,
+    ColmapPoints,
+    read_colmap_model,
+    write_colmap_model,
+)
+from .colmap_dataset import DEFAULT_COLMAP_ROOT, MIPNERF360_DOWNSCALE, load_colmap
+from .dataset import Batch, Dataset
+from .detect import detect_format, load_dataset
+from .errors import DatasetError
+from .images import area_downscale
+from .normalization import Similarity, fit_normalization
+from .synthetic import SceneTruth, write_blender_scene, write_colmap_scene
 
 try:
     __version__ = version("meshtryoshka-data")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+__all__ = [
+    "DEFAULT_BLENDER_ROOT",
+    "DEFAULT_COLMAP_ROOT",
+    "MIPNERF360_DOWNSCALE",
+    "Batch",
+    "CheckReport",
+    "ColmapCamera",
+    "ColmapImage",
+    "ColmapModel",
+    "ColmapPoints",
+    "Dataset",
+    "DatasetError",
+    "SceneTruth",
+    "Similarity",
+    "__version__",
+    "area_downscale",
+    "check_dataset",
+    "detect_format",
+    "fit_normalization",
+    "load_blender",
+    "load_colmap",
+    "load_dataset",
+    "read_colmap_model",
+    "write_blender_scene",
+    "write_colmap_model",
+    "write_colmap_scene",
+]
