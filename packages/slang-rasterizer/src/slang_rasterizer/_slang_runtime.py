@@ -625,7 +625,9 @@ class _Driver:
         lib.cuModuleLoadData.argtypes = [ctypes.POINTER(p), ctypes.c_char_p]
         lib.cuModuleGetFunction.argtypes = [ctypes.POINTER(p), p, ctypes.c_char_p]
         lib.cuLaunchKernel.argtypes = [p, u, u, u, u, u, u, u, p, ctypes.POINTER(p), p]
+        lib.cuInit.argtypes = [u]
         self.lib = lib
+        self.check(lib.cuInit(0), "cuInit")
         version = ctypes.c_int()
         self.check(lib.cuDriverGetVersion(ctypes.byref(version)), "cuDriverGetVersion")
         self.version = (version.value // 1000, version.value % 1000 // 10)
@@ -1104,18 +1106,26 @@ class SlangModule:
                         (src / name).write_text(_add_autopybind(text))
                     try:
                         source, table, slangc_version = self.emit_cuda(folder)
-                        self._slangtorch_module = slangtorch.loadModule(
-                            str(src / self.entry.name), cudaFastMath=False
+                        self._slangtorch_module = _slangtorch_load(
+                            slangtorch, src / self.entry.name
                         )
                     except Exception as error:
                         raise self._compile_error(arch, str(error)) from error
                     info = {"kernels": _table_to_json(table), "slangc": slangc_version}
                     _write_atomic(folder / "kernels.json", json.dumps(info, indent=1).encode())
                     return built
-        self._slangtorch_module = slangtorch.loadModule(
-            str(folder / "src" / self.entry.name), cudaFastMath=False
-        )
+        self._slangtorch_module = _slangtorch_load(slangtorch, folder / "src" / self.entry.name)
         return built
+
+
+def _slangtorch_load(slangtorch: Any, path: Path) -> Any:
+    """slangtorch.loadModule with IEEE math (no --use_fast_math), like the NVRTC loader."""
+    import inspect
+
+    options = {}
+    if "cudaFastMath" in inspect.signature(slangtorch.loadModule).parameters:
+        options["cudaFastMath"] = False
+    return slangtorch.loadModule(str(path), **options)
 
 
 def _slangc_version(slangc: Path | None) -> str:
