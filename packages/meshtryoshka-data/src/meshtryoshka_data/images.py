@@ -22,7 +22,7 @@ def read_image_info(path: Path) -> tuple[int, int, bool]:
     except FileNotFoundError:
         raise DatasetError(path, "image file not found") from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
-        raise DatasetError(path, f"not a readable image ({error})") from None
+        raise DatasetError(path, f"corrupt or unreadable image ({error})") from None
 
 
 def _has_alpha(image: Image.Image) -> bool:

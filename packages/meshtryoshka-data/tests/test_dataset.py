@@ -1,0 +1,74 @@
+"""Dataset batches: seeded sampling, compositing, evaluation order, devices."""
+
+import pytest
+import torch
+from data_helpers import assert_close
+
+from meshtryoshka_data import load_blender, load_colmap
+
+
+def test_sample_batch_shapes_and_determinism(blender_truth):
+    dataset = load_blender(blender_truth.path, background="random")
+    a = dataset.sample_batch(3, torch.Generator().manual_seed(5))
+    b = dataset.sample_batch(3, torch.Generator().manual_seed(5))
+    assert a.images.shape == (3, 3, 24, 24) and a.images.dtype == torch.float32
+    assert a.alpha.shape == (3, 1, 24, 24)
+    assert a.world_to_camera.shape == (3, 4, 4) and a.intrinsics.shape == (3, 3, 3)
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.images, b.images)
+    assert set(a.indices.tolist()) <= set(dataset.splits["train"].tolist())
+    assert len(set(a.indices.tolist())) == 3
+    assert torch.equal(a.world_to_camera, dataset.world_to_camera[a.indices])
+    assert 0.0 <= a.images.min() and a.images.max() <= 1.0
+
+
+def test_random_background_is_composited_per_image(blender_truth):
+    dataset = load_blender(blender_truth.path, background="random")
+    generator = torch.Generator().manual_seed(0)
+    first = dataset.sample_batch(4, generator)
+    second = dataset.sample_batch(4, generator)
+    assert not torch.equal(first.background, second.background)
+    rgba = dataset.images[first.indices].permute(0, 3, 1, 2).float() / 255
+    expected = rgba[:, :3] * rgba[:, 3:] + first.background[:, :, None, None] * (1 - rgba[:, 3:])
+    assert_close(first.images, expected, 1e-6)
+    corner = first.images[:, :, 0, 0]  # a transparent pixel shows the background exactly
+    assert_close(corner, first.background, 1e-6)
+
+
+def test_iterate_in_order_with_white_for_random(blender_truth):
+    dataset = load_blender(blender_truth.path, background="random")
+    batches = list(dataset.iterate("train", batch_size=3))
+    assert [b.indices.tolist() for b in batches] == [[0, 1, 2], [3]]
+    assert all(torch.equal(b.background, torch.ones_like(b.background)) for b in batches)
+    black = next(dataset.iterate("test", background="black"))
+    assert black.indices.tolist() == [5] and black.background.sum() == 0
+
+
+def test_bad_arguments_name_themselves(blender_truth):
+    dataset = load_blender(blender_truth.path)
+    with pytest.raises(ValueError, match="batch_size must be in"):
+        dataset.sample_batch(5, torch.Generator())
+    with pytest.raises(ValueError, match="split must be one of"):
+        next(dataset.iterate("nope"))
+    with pytest.raises(ValueError, match="background must be"):
+        load_blender(blender_truth.path, background="green")
+    with pytest.raises(ValueError, match="downscale must be"):
+        load_blender(blender_truth.path, downscale=0)
+
+
+def test_to_device_keeps_everything(colmap_truth):
+    dataset = load_colmap(colmap_truth.path)
+    moved = dataset.to("cpu")
+    assert moved is not dataset and torch.equal(moved.points, dataset.points)
+    assert moved.transform is dataset.transform and moved.names == dataset.names
+
+
+@pytest.mark.cuda
+def test_images_on_the_gpu(colmap_truth):
+    dataset = load_colmap(colmap_truth.path, device="cuda")
+    assert dataset.images.is_cuda and dataset.images.dtype == torch.uint8
+    batch = dataset.sample_batch(2, torch.Generator().manual_seed(0))
+    assert batch.images.is_cuda and batch.world_to_camera.is_cuda
+    cpu = load_colmap(colmap_truth.path)
+    assert torch.equal(
+        batch.images.cpu(), cpu._batch(batch.indices.cpu(), batch.background.cpu()).images
+    )
