@@ -10,7 +10,6 @@ empty launches, cold and warm start times.
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
 import os
 import shutil
 import signal
@@ -373,33 +372,46 @@ def test_cache_key_covers_sources_loader_and_arch(tmp_path):
     assert len(module.sources()) == 3
 
 
-def _slow_build(folder, counter, barrier, results):
-    def build(tmp):
-        with open(counter, "a") as f:
-            f.write(f"{os.getpid()}\n")
-        time.sleep(1.0)
-        (tmp / "payload.bin").write_bytes(b"cubin")
-        (tmp / "kernels.json").write_text("{}")
+_BUILDER = """
+import importlib.util, os, sys, time
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("runtime_copy", {runtime!r})
+rt = importlib.util.module_from_spec(spec)
+sys.modules["runtime_copy"] = rt
+spec.loader.exec_module(rt)
+go = Path({go!r})
+while not go.exists():  # start both processes at the same moment
+    time.sleep(0.01)
 
-    barrier.wait()
-    results.put(rt.build_cached(Path(folder), build))
+def build(tmp):
+    with open({counter!r}, "a") as f:
+        f.write(f"{{os.getpid()}}\\n")
+    time.sleep(1.0)
+    (tmp / "payload.bin").write_bytes(b"cubin")
+    (tmp / "kernels.json").write_text("{{}}")
+
+print(rt.build_cached(Path({folder!r}), build))
+"""
 
 
 def test_two_processes_starting_cold_compile_once(tmp_path):
-    context = multiprocessing.get_context("fork")
-    folder, counter = tmp_path / "cache" / "nvrtc-sm90-key", tmp_path / "builds.txt"
+    folder, counter, go = (
+        tmp_path / "cache" / "nvrtc-sm90-key",
+        tmp_path / "builds.txt",
+        tmp_path / "go",
+    )
     folder.parent.mkdir()
-    barrier, results = context.Barrier(2), context.Queue()
+    script = _BUILDER.format(
+        runtime=str(RUNTIME_FILE), go=str(go), counter=str(counter), folder=str(folder)
+    )
     workers = [
-        context.Process(target=_slow_build, args=(str(folder), str(counter), barrier, results))
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
-    assert sorted([results.get(timeout=5), results.get(timeout=5)]) == [False, True]
+    go.touch()
+    outputs = [worker.communicate(timeout=60)[0].strip() for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0]
+    assert sorted(outputs) == ["False", "True"]
     assert len(counter.read_text().splitlines()) == 1
     assert (folder / "payload.bin").read_bytes() == b"cubin"
     leftovers = [p.name for p in folder.parent.iterdir()]
