@@ -1,0 +1,264 @@
+"""Pure-PyTorch reference implementation: the specification the Slang kernels are tested against.
+
+Vectorized (no Python loop over voxels), CPU and CUDA, float32 and float64. The public entry
+points are `slang_marching_cubes.extract_shells` and `slang_marching_cubes.sdf_regularizers`,
+which validate their inputs and dispatch here or to the Slang backend.
+
+Edge ownership. An edge is shared by up to 4 voxels; its mesh vertex (one per level) is created
+by the occupied voxel with the smallest linear id among them, its *owner*. Only edges of
+occupied voxels can have an owner, so no vertex is created that no face uses. A voxel's edge
+slot ``e = 4*axis + 2*da + db`` is shared with the voxels at offsets ``(da - a', db - b')`` in
+the two other axes, where ``(a', b')`` is the slot of the same edge in that voxel; the smallest
+id is the lexicographically largest ``(a', b')``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor
+
+from . import _table
+from .grid import SparseGrid, _unlin
+from .shells import Shells
+
+__all__ = ["extract_shells", "sdf_regularizers", "interpolate_vertices"]
+
+
+def _owner_candidates() -> list[list[tuple[tuple[int, int, int], int]]]:
+    """Per edge slot: the 4 voxels sharing it as (offset, slot there), in owner priority order."""
+    out = []
+    for e in range(12):
+        axis, da, db = e // 4, (e >> 1) & 1, e & 1
+        others = [a for a in range(3) if a != axis]
+        cands = []
+        for a2, b2 in ((1, 1), (1, 0), (0, 1), (0, 0)):
+            off = [0, 0, 0]
+            off[others[0]], off[others[1]] = da - a2, db - b2
+            cands.append((tuple(off), 4 * axis + 2 * a2 + b2))
+        out.append(cands)
+    return out
+
+
+OWNER_CANDIDATES = _owner_candidates()
+#: the 18 neighbour offsets that share an edge with a voxel; bit (di+1)*9 + (dj+1)*3 + (dk+1)
+NEIGHBOR_OFFSETS = [o for o in itertools.product((-1, 0, 1), repeat=3) if 0 in o and o != (0, 0, 0)]
+
+
+def neighbor_bit(off: tuple[int, int, int]) -> int:
+    return (off[0] + 1) * 9 + (off[1] + 1) * 3 + (off[2] + 1)
+
+
+def neighbor_masks(grid: SparseGrid, index: Tensor) -> Tensor:
+    """int64 ``[n]``: bit ``neighbor_bit(off)`` set iff the voxel at ``off`` from voxel
+    ``grid.voxels[index]`` is occupied (18 edge-sharing offsets, plus bit 13 for itself)."""
+    coords = _unlin(grid.voxels[index], grid.shape)
+    offs = torch.tensor(NEIGHBOR_OFFSETS, device=grid.device)
+    found = grid.find_voxels(coords[:, None, :] + offs) >= 0  # [n, 18]
+    bits = torch.tensor([1 << neighbor_bit(o) for o in NEIGHBOR_OFFSETS], device=grid.device)
+    return (found.long() * bits).sum(-1) | (1 << 13)
+
+
+def owned_and_owner(masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """From neighbour masks ``[n]``: ``owned`` bool ``[n, 12]`` (this voxel owns the edge),
+    ``owner_offset`` int64 ``[n, 12, 3]`` and ``owner_slot`` int64 ``[n, 12]`` of the owner."""
+    n = masks.numel()
+    owned = torch.zeros((n, 12), dtype=torch.bool, device=masks.device)
+    owner_offset = torch.zeros((n, 12, 3), dtype=torch.int64, device=masks.device)
+    owner_slot = torch.zeros((n, 12), dtype=torch.int64, device=masks.device)
+    for e, cands in enumerate(OWNER_CANDIDATES):
+        found = torch.zeros(n, dtype=torch.bool, device=masks.device)
+        for off, slot in cands:  # first occupied candidate in priority order is the owner
+            here = ~found & (((masks >> neighbor_bit(off)) & 1) == 1)
+            owner_offset[here, e] = torch.tensor(off, device=masks.device)
+            owner_slot[here, e] = slot
+            if off == (0, 0, 0):
+                owned[:, e] = here
+            found |= here
+    return owned, owner_offset, owner_slot
+
+
+def _tables(device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    offsets = torch.from_numpy(_table.TRI_OFFSETS).long().to(device)
+    tris = torch.from_numpy(_table.TRI_EDGES).long().to(device)
+    edge_corners = torch.from_numpy(_table.EDGE_CORNERS).long().to(device)
+    corner_offsets = torch.from_numpy(_table.CORNER_OFFSETS).long().to(device)
+    return offsets, tris, edge_corners, corner_offsets
+
+
+class _InterpolateVertices(torch.autograd.Function):
+    """``(1 - t) values[a] + t values[b]`` with ``t`` a constant; backward by index_add_."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+        ctx.save_for_backward(a, b, t)
+        ctx.num = values.shape[0]
+        tt = t.reshape(-1, *([1] * (values.dim() - 1)))
+        return torch.lerp(values[a.long()], values[b.long()], tt)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        a, b, t = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        grad = grad.contiguous()
+        tt = t.reshape(-1, *([1] * (grad.dim() - 1)))
+        out = grad.new_zeros((ctx.num, *grad.shape[1:]))
+        out.index_add_(0, a.long(), grad * (1 - tt))
+        out.index_add_(0, b.long(), grad * tt)
+        return out, None, None, None
+
+
+def interpolate_vertices(values: Tensor, edges: Tensor, t: Tensor) -> Tensor:
+    """``(1 - t) values[a] + t values[b]`` for ``edges [N, 2] = (a, b)`` and a constant ``t [N]``.
+
+    ``values`` is ``[V, ...]``; the result ``[N, ...]`` is differentiable w.r.t. ``values`` only.
+    This is how `Shells.sdf` and `Shells.attributes` are made from the grid values.
+    """
+    return _InterpolateVertices.apply(values, edges[:, 0], edges[:, 1], t.detach().to(values.dtype))
+
+
+def _empty_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Tensor) -> Shells:
+    dev = sdf.device
+    num_levels = levels.numel()
+    zeros = torch.zeros(num_levels + 1, dtype=torch.int64)
+    empty_idx = torch.zeros((0, 2), dtype=torch.int32, device=dev)
+    empty_t = sdf.new_zeros(0)
+    return Shells(
+        positions=torch.zeros((0, 3), dtype=torch.float32, device=dev),
+        faces=torch.zeros((0, 3), dtype=torch.int32, device=dev),
+        vertex_offsets=zeros,
+        face_offsets=zeros.clone(),
+        sdf=interpolate_vertices(sdf, empty_idx, empty_t),
+        attributes=interpolate_vertices(attributes, empty_idx, empty_t),
+        edges=empty_idx,
+        t=empty_t,
+        face_voxels=torch.zeros(0, dtype=torch.int32, device=dev),
+        levels=levels,
+    )
+
+
+def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Tensor) -> Shells:
+    """Reference for `slang_marching_cubes.extract_shells` (inputs already validated).
+
+    Args:
+        grid: the sparse grid.
+        sdf: float32/float64 ``[V]`` grid values, indexed like ``grid.vertices``.
+        attributes: ``[V, F]`` (same dtype), interpolated like ``sdf``.
+        levels: ``[L]`` strictly decreasing, same dtype and device as ``sdf``.
+    """
+    dev = sdf.device
+    num_levels = levels.numel()
+    tri_offsets, tri_edges, edge_corners, corner_offsets = _tables(dev)
+    if grid.num_voxels == 0:
+        return _empty_shells(grid, sdf, attributes, levels)
+
+    # 1. classify every voxel at every level: code bit c set iff corner c is >= level
+    corners = grid.voxel_corners().long()  # [Nvox, 8]
+    values = sdf[corners]  # [Nvox, 8]
+    above = values[None] >= levels[:, None, None]  # [L, Nvox, 8]
+    codes = (above.long() << torch.arange(8, device=dev)).sum(-1)  # [L, Nvox]
+    active_mask = ((codes != 0) & (codes != 255)).any(0)
+    active = torch.nonzero(active_mask).reshape(-1)  # grid voxel index of active voxels
+    if active.numel() == 0:
+        return _empty_shells(grid, sdf, attributes, levels)
+    codes = codes[:, active]  # [L, A]
+    corners = corners[active]  # [A, 8]
+    num_active = active.numel()
+
+    # 2. crossings and ownership of the 12 edges of each active voxel
+    ca, cb = edge_corners[:, 0], edge_corners[:, 1]
+    crossing = ((codes[..., None] >> ca) & 1) != ((codes[..., None] >> cb) & 1)  # [L, A, 12]
+    masks = neighbor_masks(grid, active)
+    owned, owner_offset, owner_slot = owned_and_owner(masks)  # [A, 12], [A, 12, 3], [A, 12]
+    created = crossing & owned  # [L, A, 12]
+
+    # 3. vertices, ordered by (level, voxel, slot)
+    lvl, vox, slot = torch.nonzero(created, as_tuple=True)
+    counts = created.sum((1, 2))  # [L]
+    vertex_offsets = torch.zeros(num_levels + 1, dtype=torch.int64)
+    vertex_offsets[1:] = torch.cumsum(counts.cpu(), 0)
+    a = corners[vox, ca[slot]]
+    b = corners[vox, cb[slot]]
+    sa, sb = sdf[a], sdf[b]
+    lv = levels[lvl]
+    denom = sb - sa
+    safe = torch.where(denom == 0, torch.ones_like(denom), denom)
+    t = torch.where(denom == 0, torch.full_like(sa, 0.5), ((lv - sa) / safe).clamp(0, 1)).detach()
+    lower = _unlin(grid.vertices[a], grid.vertex_shape)  # lattice coords of the lower end
+    axis = slot // 4
+    step = torch.nn.functional.one_hot(axis, 3).to(torch.float32) * t.to(torch.float32)[:, None]
+    dims = torch.tensor(grid.shape, dtype=torch.float32, device=dev)
+    positions = (lower.to(torch.float32) + step) / dims
+    edges = torch.stack((a, b), dim=1).to(torch.int32)
+
+    # vertex id of every crossing edge (owned or not) through its owner: [L, A, 12]
+    vid = torch.full(created.shape, -1, dtype=torch.int64, device=dev)
+    vid[lvl, vox, slot] = torch.arange(lvl.numel(), device=dev)
+    own_coords = _unlin(grid.voxels[active], grid.shape)[:, None, :] + owner_offset  # [A, 12, 3]
+    own_voxel = grid.find_voxels(own_coords)  # grid voxel index of the owner
+    own_active = torch.searchsorted(active, own_voxel)  # owners of crossing edges are active
+    own_active = own_active.clamp(max=num_active - 1)
+
+    # 4. faces, ordered by (level, voxel, table order)
+    ntri = tri_offsets[codes + 1] - tri_offsets[codes]  # [L, A]
+    face_counts = ntri.sum(1)
+    face_offsets = torch.zeros(num_levels + 1, dtype=torch.int64)
+    face_offsets[1:] = torch.cumsum(face_counts.cpu(), 0)
+    flat = ntri.reshape(-1)
+    cell = torch.repeat_interleave(torch.arange(flat.numel(), device=dev), flat)  # (l, a) per face
+    first = torch.cumsum(flat, 0) - flat
+    rank = torch.arange(cell.numel(), device=dev) - first[cell]
+    f_level, f_vox = cell // num_active, cell % num_active
+    f_slots = tri_edges[tri_offsets[codes.reshape(-1)[cell]] + rank]  # [M, 3] edge slots
+    o_act = own_active[f_vox[:, None], f_slots]  # [M, 3]
+    o_slot = owner_slot[f_vox[:, None], f_slots]
+    faces = vid[f_level[:, None], o_act, o_slot].to(torch.int32)
+
+    return Shells(
+        positions=positions,
+        faces=faces,
+        vertex_offsets=vertex_offsets,
+        face_offsets=face_offsets,
+        sdf=interpolate_vertices(sdf, edges, t),
+        attributes=interpolate_vertices(attributes, edges, t),
+        edges=edges,
+        t=t,
+        face_voxels=active[f_vox].to(torch.int32),
+        levels=levels,
+    )
+
+
+def voxel_gradients(grid: SparseGrid, sdf: Tensor) -> Tensor:
+    """``[Nvox, 3]`` gradient of each voxel's trilinear interpolant at its centre, in
+    ``[0, 1]^3`` units: ``d/dx_a = dims[a] * mean over the 4 edges along a of (s_hi - s_lo)``."""
+    corners = grid.voxel_corners().long()
+    v = sdf[corners]  # [Nvox, 8]
+    dims = torch.tensor(grid.shape, dtype=sdf.dtype, device=sdf.device)
+    grads = []
+    for axis in range(3):
+        hi = [c for c in range(8) if (c >> (2 - axis)) & 1]
+        lo = [c - (1 << (2 - axis)) for c in hi]
+        grads.append((v[:, hi] - v[:, lo]).mean(-1) * dims[axis])
+    return torch.stack(grads, dim=-1)
+
+
+def sdf_regularizers(grid: SparseGrid, sdf: Tensor) -> dict[str, Tensor]:
+    """Reference for `slang_marching_cubes.sdf_regularizers` (see its docstring)."""
+    zero = sdf.sum() * 0  # keeps the graph (and the dtype/device) for empty grids
+    if grid.num_voxels == 0:
+        return {"eikonal_pos": zero, "eikonal_neg": zero, "curvature": zero}
+    g = voxel_gradients(grid, sdf)  # [Nvox, 3]
+    norm = torch.linalg.vector_norm(g, dim=-1)
+    eikonal_pos = torch.relu(norm - 1).square().mean()
+    eikonal_neg = torch.relu(1 - norm).square().mean()
+    nb = grid.voxel_neighbors()[:, 1::2]  # +i, +j, +k neighbours [Nvox, 3]
+    terms = []
+    for axis in range(3):
+        has = nb[:, axis] >= 0
+        diff = (g[nb[has, axis]] - g[has]) * grid.shape[axis]  # (grad_w - grad_v) / h_axis
+        terms.append(diff.square().sum(-1))
+    pairs = torch.cat(terms)
+    curvature = pairs.mean() if pairs.numel() else zero
+    return {"eikonal_pos": eikonal_pos, "eikonal_neg": eikonal_neg, "curvature": curvature}
