@@ -62,13 +62,21 @@ def test_to_device_keeps_everything(colmap_truth):
     assert moved.transform is dataset.transform and moved.names == dataset.names
 
 
+def test_short_repr(colmap_truth):
+    text = repr(load_colmap(colmap_truth.path))
+    assert "10 images 32x24x3 uint8 on cpu" in text and "train 8, val 2, test 2" in text
+    assert "points 300" in text and len(text) < 300
+
+
 @pytest.mark.cuda
-def test_images_on_the_gpu(colmap_truth):
-    dataset = load_colmap(colmap_truth.path, device="cuda")
-    assert dataset.images.is_cuda and dataset.images.dtype == torch.uint8
+def test_images_on_the_gpu(blender_truth):
+    dataset = load_blender(blender_truth.path, device="cuda", background="random")
+    cpu = load_blender(blender_truth.path, background="random")
+    assert dataset.images.is_cuda and torch.equal(dataset.images.cpu(), cpu.images)
     batch = dataset.sample_batch(2, torch.Generator().manual_seed(0))
-    assert batch.images.is_cuda and batch.world_to_camera.is_cuda
-    cpu = load_colmap(colmap_truth.path)
-    assert torch.equal(
-        batch.images.cpu(), cpu._batch(batch.indices.cpu(), batch.background.cpu()).images
-    )
+    reference = cpu.sample_batch(2, torch.Generator().manual_seed(0))
+    assert batch.images.is_cuda and batch.world_to_camera.is_cuda and batch.alpha.is_cuda
+    assert torch.equal(batch.indices.cpu(), reference.indices)
+    assert_close(batch.images.cpu(), reference.images, 1e-6, "GPU vs CPU batch")
+    for gpu_batch, cpu_batch in zip(dataset.iterate("test"), cpu.iterate("test"), strict=True):
+        assert_close(gpu_batch.images.cpu(), cpu_batch.images, 1e-6, "GPU vs CPU evaluation")

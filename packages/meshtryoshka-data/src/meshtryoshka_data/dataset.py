@@ -98,6 +98,16 @@ class Dataset:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def __repr__(self) -> str:
+        n, h, w, c = self.images.shape
+        splits = ", ".join(f"{name} {len(indices)}" for name, indices in self.splits.items())
+        points = "none" if self.points is None else len(self.points)
+        return (
+            f"Dataset({self.format} {str(self.root)!r}: {n} images {w}x{h}x{c} uint8 on "
+            f"{self.device}, {splits}, camera {self.camera_model}, points {points}, "
+            f"background {self.background}, scale_factor {self.scale_factor})"
+        )
+
     @property
     def height(self) -> int:
         return self.images.shape[1]
