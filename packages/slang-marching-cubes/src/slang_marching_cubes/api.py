@@ -9,23 +9,13 @@ import torch
 from torch import Tensor
 
 from . import reference
+from ._backend import slang_available
 from .grid import SparseGrid, _describe
 from .shells import Shells
 
 __all__ = ["extract_shells", "sdf_regularizers", "slang_available"]
 
 Backend = Literal["auto", "reference", "slang"]
-
-
-def slang_available() -> tuple[bool, str]:
-    """``(True, "")`` when the Slang backend can run here, else ``(False, reason)``."""
-    if not torch.cuda.is_available():
-        return False, "no CUDA device"
-    try:
-        from ._slang_runtime import slang_available as runtime_available
-    except ImportError as exc:  # pragma: no cover - the runtime ships with the package
-        return False, f"the Slang runtime cannot be imported: {exc}"
-    return runtime_available()
 
 
 def _check_values(name: str, x: object, grid: SparseGrid, ndim: int, check_finite: bool) -> Tensor:

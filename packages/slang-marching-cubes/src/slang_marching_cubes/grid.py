@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ._backend import slang_available
+
 __all__ = ["SparseGrid", "estimate_nbytes"]
 
 #: voxels processed at once by the chunked builders (bounds transient memory)
@@ -124,9 +126,13 @@ class SparseGrid:
             if int(voxels[0]) < 0 or int(voxels[-1]) >= math.prod(self.shape):
                 raise ValueError(f"voxels must be ids in [0, {math.prod(self.shape)})")
         self.voxels = voxels.contiguous()
-        self.vertices = _vertices_of(self.voxels, self.shape) if _vertices is None else _vertices
         ni, nj, nk = self.shape
         self.voxel_rows = _row_starts(self.voxels, ni * nj, nk)  # int64 [I*J + 1]
+        if _vertices is None and self.voxels.is_cuda and slang_available()[0]:
+            from . import _slang  # sort-free Slang builder, same result as _vertices_of
+
+            _vertices = _slang.grid_vertices(self.voxels, self.voxel_rows, self.shape)
+        self.vertices = _vertices_of(self.voxels, self.shape) if _vertices is None else _vertices
         self.vertex_rows = _row_starts(self.vertices, (ni + 1) * (nj + 1), nk + 1)  # [(I+1)(J+1)+1]
 
     # ----------------------------------------------------------------------------- builders

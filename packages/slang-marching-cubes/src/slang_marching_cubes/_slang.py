@@ -1,0 +1,272 @@
+"""Slang backend of `extract_shells` (CUDA, float32). The reference (`reference.py`) is the spec.
+
+Pipeline, all on torch's current stream, two host syncs:
+
+1. ``mc_classify`` (one thread per occupied voxel): does any level cross the voxel?
+2. ``torch.nonzero`` compacts the active voxels (sync 1: their count).
+3. ``mc_count`` (one thread per active voxel): corner vertex indices, which of the 18
+   edge-sharing neighbours are occupied, and per level the cube code, the owned crossing edges,
+   the vertex and face counts. Exclusive scans (``torch.cumsum``) give the offsets; the per-level
+   totals come back in one copy (sync 2).
+4. ``mc_create_vertices`` writes (edge ends, detached ``t``, position) per owned crossing edge and
+   ``mc_write_faces`` the faces, finding each edge's vertex through its owner voxel.
+
+Vertex sdf and attributes are ``(1 - t) v_a + t v_b`` (``mc_interpolate_fwd``, one thread per
+output value); the backward (``mc_interpolate_bwd``) scatters into the grid gradients with float
+atomic adds.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from . import _table, reference
+from ._slang_runtime import SlangModule
+from .grid import SparseGrid
+from .reference import _empty_shells
+from .shells import Shells
+
+_MODULE = SlangModule(
+    package="slang_marching_cubes",
+    entry=Path(__file__).parent / "slang" / "marching_cubes.slang",
+)
+_BLOCK = 256
+_TABLES: dict[torch.device, tuple[Tensor, Tensor]] = {}
+_INT32_MAX = 2**31 - 1
+
+
+def _tables(device: torch.device) -> tuple[Tensor, Tensor]:
+    if device not in _TABLES:
+        _TABLES[device] = (
+            torch.from_numpy(_table.TRI_OFFSETS).to(device),
+            torch.from_numpy(_table.TRI_EDGES.reshape(-1)).to(device),
+        )
+    return _TABLES[device]
+
+
+def _grid_for(n: int) -> tuple[int, int, int]:
+    return ((n + _BLOCK - 1) // _BLOCK, 1, 1)
+
+
+class _Interpolate(torch.autograd.Function):
+    """``out[n] = (1 - t[n]) values[a_n] + t[n] values[b_n]`` for float32 ``values [V, ...]``."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, edges: Tensor, t: Tensor) -> Tensor:
+        ctx.save_for_backward(edges, t)
+        ctx.values_shape = values.shape
+        channels = math.prod(values.shape[1:])  # 1 for [V]
+        ctx.channels = channels
+        out = values.new_empty((edges.shape[0], *values.shape[1:]))
+        total = edges.shape[0] * channels
+        _MODULE.launch(
+            "mc_interpolate_fwd",
+            grid=_grid_for(total),
+            block=(_BLOCK, 1, 1),
+            edges=edges.view(-1),
+            t=t,
+            values=values.detach().contiguous().view(-1),
+            out=out.view(-1),
+            num_vertices=edges.shape[0],
+            channels=channels,
+        )
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        edges, t = ctx.saved_tensors
+        grad_values = grad.new_zeros(ctx.values_shape)
+        total = edges.shape[0] * ctx.channels
+        _MODULE.launch(
+            "mc_interpolate_bwd",
+            grid=_grid_for(total),
+            block=(_BLOCK, 1, 1),
+            edges=edges.view(-1),
+            t=t,
+            grad_out=grad.contiguous().view(-1),
+            grad_values=grad_values.view(-1),
+            num_vertices=edges.shape[0],
+            channels=ctx.channels,
+        )
+        return grad_values, None, None
+
+
+def interpolate_vertices(values: Tensor, edges: Tensor, t: Tensor) -> Tensor:
+    """Slang version of `reference.interpolate_vertices` (float32 CUDA ``values``)."""
+    if edges.shape[0] * math.prod(values.shape[1:]) > _INT32_MAX:
+        return reference.interpolate_vertices(values, edges, t)  # past int32 thread indices
+    return _Interpolate.apply(values, edges, t.detach())
+
+
+def precompile() -> Path:
+    """Compile (or find in the cache) the package's kernels; returns the cache folder."""
+    return _MODULE.precompile()
+
+
+def grid_vertices(voxels: Tensor, voxel_rows: Tensor, shape: tuple[int, int, int]) -> Tensor:
+    """Sorted lattice ids of every corner of the voxels (same as `grid._vertices_of`), built
+    by merging the voxel rows around each lattice row: no sort, no per-voxel candidate list."""
+    ni, nj, nk = shape
+    rows = (ni + 1) * (nj + 1)
+    if rows > _INT32_MAX or voxels.numel() > _INT32_MAX:
+        raise ValueError("the Slang grid builder needs (I+1)(J+1) and the voxel count < 2^31")
+    counts = torch.empty(rows, dtype=torch.int64, device=voxels.device)
+    dims = {"I": ni, "J": nj, "K": nk}
+    launch = {"grid": _grid_for(rows), "block": (_BLOCK, 1, 1)}
+    _MODULE.launch(
+        "grid_count_vertices",
+        **launch,
+        voxels=voxels,
+        voxel_rows=voxel_rows,
+        row_counts=counts,
+        **dims,
+    )
+    ends = torch.cumsum(counts, 0)
+    vertices = torch.empty(int(ends[-1]), dtype=torch.int64, device=voxels.device)  # sync
+    _MODULE.launch(
+        "grid_write_vertices",
+        **launch,
+        voxels=voxels,
+        voxel_rows=voxel_rows,
+        row_offsets=ends - counts,
+        vertices=vertices,
+        **dims,
+    )
+    return vertices
+
+
+def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Tensor) -> Shells:
+    """Slang version of `reference.extract_shells` (validated float32 CUDA inputs)."""
+    if grid.num_vertices > _INT32_MAX or grid.num_voxels > _INT32_MAX:
+        raise ValueError("the Slang backend indexes vertices and voxels with int32 (< 2^31)")
+    dev = sdf.device
+    ni, nj, nk = grid.shape
+    num_levels = levels.numel()
+    sdf_c = sdf.detach().contiguous()
+    levels_c = levels.detach().to(torch.float32).contiguous()
+    dims = {"I": ni, "J": nj, "K": nk}
+    if grid.num_voxels == 0:
+        return _empty_shells(grid, sdf, attributes, levels)
+
+    active = torch.empty(grid.num_voxels, dtype=torch.uint8, device=dev)
+    _MODULE.launch(
+        "mc_classify",
+        grid=_grid_for(grid.num_voxels),
+        block=(_BLOCK, 1, 1),
+        voxels=grid.voxels,
+        vertices=grid.vertices,
+        vertex_rows=grid.vertex_rows,
+        sdf=sdf_c,
+        levels=levels_c,
+        active=active,
+        num_voxels=grid.num_voxels,
+        num_levels=num_levels,
+        **dims,
+    )
+    active_index = torch.nonzero(active).reshape(-1)  # sync 1
+    num_active = active_index.numel()
+    if num_active == 0:
+        return _empty_shells(grid, sdf, attributes, levels)
+
+    tri_offsets, tri_edges = _tables(dev)
+    slots = num_levels * num_active
+    bases = torch.empty(4 * num_active, dtype=torch.int32, device=dev)
+    neighbor_masks = torch.empty(num_active, dtype=torch.int32, device=dev)
+    codes = torch.empty(slots, dtype=torch.uint8, device=dev)
+    owned = torch.empty(slots, dtype=torch.int32, device=dev)
+    vertex_counts = torch.empty(slots, dtype=torch.int64, device=dev)
+    face_counts = torch.empty(slots, dtype=torch.int64, device=dev)
+    launch = {"grid": _grid_for(num_active), "block": (_BLOCK, 1, 1)}
+    _MODULE.launch(
+        "mc_count",
+        **launch,
+        active_index=active_index,
+        voxels=grid.voxels,
+        voxel_rows=grid.voxel_rows,
+        vertices=grid.vertices,
+        vertex_rows=grid.vertex_rows,
+        sdf=sdf_c,
+        levels=levels_c,
+        tri_offsets=tri_offsets,
+        bases_out=bases,
+        neighbor_masks=neighbor_masks,
+        codes=codes,
+        owned_crossings=owned,
+        vertex_counts=vertex_counts,
+        face_counts=face_counts,
+        num_active=num_active,
+        num_levels=num_levels,
+        **dims,
+    )
+    vertex_end = torch.cumsum(vertex_counts, 0)
+    face_end = torch.cumsum(face_counts, 0)
+    level_last = torch.arange(1, num_levels + 1, device=dev) * num_active - 1
+    totals = torch.stack((vertex_end[level_last], face_end[level_last])).cpu()  # sync 2
+    vertex_offsets = torch.cat((torch.zeros(1, dtype=torch.int64), totals[0]))
+    face_offsets = torch.cat((torch.zeros(1, dtype=torch.int64), totals[1]))
+    num_vertices, num_faces = int(vertex_offsets[-1]), int(face_offsets[-1])
+    if max(num_vertices, num_faces) > _INT32_MAX:
+        raise ValueError(f"{num_vertices} vertices / {num_faces} faces exceed int32 indices")
+
+    edges = torch.empty((num_vertices, 2), dtype=torch.int32, device=dev)
+    t = torch.empty(num_vertices, dtype=torch.float32, device=dev)
+    positions = torch.empty((num_vertices, 3), dtype=torch.float32, device=dev)
+    vertex_start = vertex_end - vertex_counts
+    _MODULE.launch(
+        "mc_create_vertices",
+        **launch,
+        active_index=active_index,
+        voxels=grid.voxels,
+        bases_in=bases,
+        owned_crossings=owned,
+        vertex_offsets=vertex_start,
+        sdf=sdf_c,
+        levels=levels_c,
+        edges=edges.view(-1),
+        t_out=t,
+        positions=positions.view(-1),
+        num_active=num_active,
+        num_levels=num_levels,
+        **dims,
+    )
+    faces = torch.empty((num_faces, 3), dtype=torch.int32, device=dev)
+    face_voxels = torch.empty(num_faces, dtype=torch.int32, device=dev)
+    _MODULE.launch(
+        "mc_write_faces",
+        **launch,
+        active_index=active_index,
+        voxels=grid.voxels,
+        voxel_rows=grid.voxel_rows,
+        codes=codes,
+        owned_crossings=owned,
+        neighbor_masks=neighbor_masks,
+        vertex_offsets=vertex_start,
+        face_offsets=face_end - face_counts,
+        tri_offsets=tri_offsets,
+        tri_edges=tri_edges,
+        faces=faces.view(-1),
+        face_voxels=face_voxels,
+        num_active=num_active,
+        num_levels=num_levels,
+        **dims,
+    )
+    return Shells(
+        positions=positions,
+        faces=faces,
+        vertex_offsets=vertex_offsets,
+        face_offsets=face_offsets,
+        sdf=interpolate_vertices(sdf, edges, t),
+        attributes=interpolate_vertices(attributes, edges, t),
+        edges=edges,
+        t=t,
+        face_voxels=face_voxels,
+        levels=levels,
+    )
