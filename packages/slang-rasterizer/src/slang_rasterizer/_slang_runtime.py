@@ -51,7 +51,8 @@ How a kernel gets to the GPU (the default loader, ``nvrtc``):
 The fallback loader, ``slangtorch``, copies the .slang sources into the cache (marking each
 ``[CudaKernel]`` with ``[AutoPyBindCUDA]`` so slangtorch binds it), builds them with
 ``slangtorch.loadModule`` (a torch C++ extension: 20-30 s, needs a host compiler and the CUDA
-toolkit, and torch < 2.13, see slang-torch issue #50) and launches with
+toolkit; slangtorch's forced ``-std=c++17`` is dropped so torch chooses its standard, C++20
+from torch 2.13 on, see ``torch_chooses_cxx_standard``) and launches with
 ``getattr(module, name)(**kwargs).launchRaw(blockSize=block, gridSize=grid)``. It is chosen by
 ``$<PACKAGE_UPPER>_LOADER=slangtorch``, or automatically, with a one-line warning, when no usable
 NVRTC is found. Both loaders validate arguments the same way.
@@ -760,6 +761,9 @@ def build_cached(
             on_build()
         if folder.exists():  # an incomplete folder from an interrupted in-place build
             shutil.rmtree(folder)
+        for stale in folder.parent.glob(f".{folder.name}.*"):
+            if stale.is_dir():  # the temporary folder of a builder that died (we hold the lock)
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
         try:
             build(tmp)
@@ -782,8 +786,17 @@ def slang_available() -> tuple[bool, str]:
         import torch
     except ImportError:
         return False, "torch is not installed"
+    if not torch.version.cuda:
+        return False, (
+            f"no CUDA device: torch {torch.__version__} is a CPU-only build; install a CUDA "
+            "build of torch to use the Slang kernels"
+        )
     if not torch.cuda.is_available():
-        return False, "no CUDA device (torch.cuda.is_available() is False)"
+        return False, (
+            f"no CUDA device (torch.cuda.is_available() is False; torch {torch.__version__} is "
+            f"built for CUDA {torch.version.cuda}): check the NVIDIA driver and "
+            "CUDA_VISIBLE_DEVICES"
+        )
     if find_slangc() is None:
         return False, "slangc not found: install slangtorch (pip install slangtorch)"
     return True, ""
@@ -884,6 +897,137 @@ class SlangModule:
         self._ensure_loaded(self._device_index(None))
         assert self._table is not None
         return dict(self._table)
+
+    def compile_only(
+        self,
+        arch: int,
+        nvrtc_path: str | os.PathLike | None = None,
+        output: str | os.PathLike | None = None,
+    ) -> dict[str, Any]:
+        """Compile every kernel for ``sm_<arch>`` with slangc and NVRTC; no GPU needed.
+
+        A check: nothing is cached or loaded. nvrtc_path: the libnvrtc to use (default: the one
+        the nvrtc loader would use). output: a folder that keeps ``kernels.cu``, the binary and
+        ``kernels.json`` (default: a temporary folder, removed). Returns the ``kernels.json``
+        dict: ``kernels`` (the parameter table), ``binary`` ("cubin" or "ptx"),
+        ``binary_bytes``, ``slangc`` and ``nvrtc`` (versions), ``slangc_s`` and ``nvrtc_s``
+        (seconds). Raises RuntimeError with the compiler's message, the versions and what to do.
+        """
+        path = Path(nvrtc_path) if nvrtc_path else find_nvrtc(self.package)
+        if path is None or not path.is_file():
+            where = path or os.environ.get(f"{self.env_prefix}_NVRTC_PATH")
+            raise RuntimeError(
+                f"{self.package}: NVRTC (libnvrtc.so) not found{f' at {where}' if where else ''}; "
+                "pip install nvidia-cuda-nvrtc (CUDA 13) or nvidia-cuda-nvrtc-cu12 (CUDA 12), or "
+                f"set {self.env_prefix}_NVRTC_PATH"
+            )
+        with tempfile.TemporaryDirectory(prefix=f"{self.package}-check-") as tmp:
+            work = Path(output) if output is not None else Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            self._build_nvrtc(work, int(arch), path)
+            return json.loads((work / "kernels.json").read_text())
+
+    def cache_entries(self) -> list[dict[str, Any]]:
+        """What the cache folder holds, one dict per entry, sorted by name.
+
+        Keys: ``name``, ``path``, ``kind`` ("build": a complete build; "incomplete": a build
+        folder without its kernels.json; "temporary": left by a build that was killed, removed
+        by the next build of that key; "lock": a lock file, harmless), ``loader`` and ``arch``
+        (from the name; None when unknown), ``bytes`` (on disk), ``modified`` (UNIX time), and
+        for complete builds ``kernels`` (how many), ``slangc`` and ``nvrtc`` (versions).
+        """
+        root = self.cache_dir
+        if not root.is_dir():
+            return []
+        entries = []
+        for path in sorted(root.iterdir()):
+            match = re.match(r"^\.?(nvrtc|slangtorch)-sm(\d+)-", path.name)
+            entry: dict[str, Any] = {
+                "name": path.name,
+                "path": path,
+                "loader": match.group(1) if match else None,
+                "arch": int(match.group(2)) if match else None,
+                "bytes": _disk_usage(path),
+                "modified": path.stat().st_mtime,
+            }
+            if path.is_file():
+                entry["kind"] = "lock" if path.suffix == ".lock" else "file"
+            elif path.name.startswith("."):
+                entry["kind"] = "temporary"
+            elif (path / "kernels.json").is_file():
+                entry["kind"] = "build"
+                try:
+                    info = json.loads((path / "kernels.json").read_text())
+                except ValueError:
+                    info = {}
+                entry["kernels"] = len(info.get("kernels", {}))
+                entry["slangc"] = info.get("slangc")
+                entry["nvrtc"] = info.get("nvrtc")
+            else:
+                entry["kind"] = "incomplete"
+            entries.append(entry)
+        return entries
+
+    def toolchain(self) -> dict[str, Any]:
+        """The tools this module would compile and run with, without compiling anything.
+
+        Never raises for a missing GPU, driver or tool: the value then says what is missing.
+        Keys: ``torch``, ``torch_cuda`` (None for a CPU build), ``driver_cuda`` ((major,
+        minor) or None), ``driver_note``, ``gpu`` (name or None), ``arch`` (e.g. 90 or None),
+        ``slangtorch``, ``slangc`` (path or None), ``slangc_version``, ``nvrtc`` (path or None),
+        ``nvrtc_version`` ((major, minor) or None), ``nvrtc_archs``, ``loader`` (what
+        ``$<PACKAGE>_LOADER`` asks for), ``loader_used`` (what would run: "nvrtc",
+        "slangtorch" or None when the kernels cannot run here) and ``loader_note`` (why).
+        """
+        info: dict[str, Any] = {"torch": None, "torch_cuda": None, "gpu": None, "arch": None}
+        try:
+            import torch
+
+            info["torch"], info["torch_cuda"] = torch.__version__, torch.version.cuda
+            if torch.cuda.is_available():
+                info["gpu"] = torch.cuda.get_device_name(0)
+                major, minor = torch.cuda.get_device_capability(0)
+                info["arch"] = major * 10 + minor
+        except ImportError:
+            pass
+        info["driver_cuda"], info["driver_note"] = None, ""
+        try:
+            info["driver_cuda"] = _Driver.get().version
+        except OSError:
+            info["driver_note"] = "no NVIDIA driver (libcuda.so.1 not found)"
+        except RuntimeError as error:
+            info["driver_note"] = str(error)
+        slangc = find_slangc()
+        info["slangtorch"] = _slangtorch_version() if slangc else None
+        info["slangc"] = slangc
+        info["slangc_version"] = _slangc_version(slangc) if slangc else None
+        nvrtc_path = find_nvrtc(self.package)
+        info["nvrtc"], info["nvrtc_version"], info["nvrtc_archs"] = nvrtc_path, None, []
+        if nvrtc_path is not None:
+            try:
+                nvrtc = Nvrtc(nvrtc_path)
+                info["nvrtc_version"], info["nvrtc_archs"] = nvrtc.version, nvrtc.archs
+            except (OSError, RuntimeError) as error:
+                info["nvrtc_note"] = f"cannot load {nvrtc_path}: {error}"
+        variable = f"{self.env_prefix}_LOADER"
+        info["loader"] = os.environ.get(variable, "").strip().lower() or "nvrtc"
+        available, why = slang_available()
+        if not available:
+            info["loader_used"], info["loader_note"] = None, why
+        elif info["loader"] not in _LOADERS:
+            info["loader_used"] = None
+            info["loader_note"] = f"{variable}={info['loader']!r} is not one of {_LOADERS}"
+        elif info["loader"] == "slangtorch":
+            info["loader_used"], info["loader_note"] = "slangtorch", f"asked for by {variable}"
+        elif info["nvrtc_version"] is None:
+            info["loader_used"] = "slangtorch"
+            info["loader_note"] = "fallback: no usable NVRTC found"
+        elif info["driver_cuda"] and info["nvrtc_version"][0] > info["driver_cuda"][0]:
+            info["loader_used"] = "slangtorch"
+            info["loader_note"] = "fallback: the NVRTC is newer than the driver's CUDA"
+        else:
+            info["loader_used"], info["loader_note"] = "nvrtc", "default"
+        return info
 
     # -- launching -----------------------------------------------------------------------------
 
@@ -1029,7 +1173,7 @@ class SlangModule:
                     flush=True,
                 )
 
-    def _versions(self, arch: int) -> str:
+    def _versions(self, arch: int, loader: str | None, nvrtc_path: Path | None) -> str:
         import torch
 
         slangc = find_slangc()
@@ -1038,20 +1182,24 @@ class SlangModule:
             f"torch {torch.__version__}",
             f"CUDA {torch.version.cuda}",
             f"GPU sm_{arch}",
-            f"loader {self._loader}",
+            f"loader {loader}",
         ]
-        if self._loader == "nvrtc" and self._nvrtc_path is not None:
-            parts.append(f"NVRTC {self._nvrtc_path}")
+        if loader == "nvrtc" and nvrtc_path is not None:
+            parts.append(f"NVRTC {_nvrtc_version_text(nvrtc_path)} ({nvrtc_path})")
         return ", ".join(parts)
 
-    def _compile_error(self, arch: int, message: str) -> RuntimeError:
-        other = "slangtorch" if self._loader == "nvrtc" else "nvrtc"
+    def _compile_error(
+        self, arch: int, message: str, loader: str | None = None, nvrtc_path: Path | None = None
+    ) -> RuntimeError:
+        loader = loader or self._loader
+        nvrtc_path = nvrtc_path or self._nvrtc_path
+        other = "slangtorch" if loader == "nvrtc" else "nvrtc"
         return RuntimeError(
             f"{self.package}: compiling the Slang kernels failed.\n{message.rstrip()}\n"
-            f"Versions: {self._versions(arch)}.\n"
+            f"Versions: {self._versions(arch, loader, nvrtc_path)}.\n"
             f"What to do: if you edited the .slang files, fix the error above; otherwise this "
             f"toolchain pair may be unsupported: try {self.env_prefix}_LOADER={other}, another "
-            f"slangtorch version, or the reference backend (backend='torch'), and report the "
+            f"slangtorch version, or the reference backend (backend='reference'), and report the "
             "message above with the versions."
         )
 
@@ -1070,22 +1218,28 @@ class SlangModule:
 
     def _build_nvrtc(self, tmp: Path, arch: int, nvrtc_path: Path) -> None:
         try:
+            started = time.perf_counter()
             source, table, slangc_version = self.emit_cuda(tmp)
+            emitted = time.perf_counter()
             nvrtc = Nvrtc(nvrtc_path)
             binary, kind, lowered, _ = nvrtc.compile(
                 source, list(table), arch, _cuda_include_dirs(nvrtc_path)
             )
-        except RuntimeError as error:
-            raise self._compile_error(arch, str(error)) from error
+            compiled = time.perf_counter()
+        except (RuntimeError, OSError) as error:
+            raise self._compile_error(arch, str(error), "nvrtc", nvrtc_path) from error
         (tmp / f"kernels.{kind}").write_bytes(binary)
         info = {
             "kernels": _table_to_json(table),
             "lowered": lowered,
             "binary": kind,
+            "binary_bytes": len(binary),
             "arch": arch,
             "slangc": slangc_version,
             "nvrtc": f"{nvrtc.version[0]}.{nvrtc.version[1]}",
             "nvrtc_path": str(nvrtc_path),
+            "slangc_s": round(emitted - started, 3),
+            "nvrtc_s": round(compiled - emitted, 3),
         }
         (tmp / "kernels.json").write_text(json.dumps(info, indent=1))
 
@@ -1118,14 +1272,65 @@ class SlangModule:
         return built
 
 
+_CXX_STANDARD_FLAG = re.compile(r"^(?:-{1,2}|/)std[=:]c\+\+\w+$")
+_SLANGTORCH_PATCH_LOCK = threading.Lock()
+
+
+@contextmanager
+def torch_chooses_cxx_standard() -> Iterator[None]:
+    """While active, slangtorch's extension build lets torch choose the C++ standard.
+
+    slangtorch (1.3.7 to at least 1.3.22) passes ``-std=c++17`` (``/std:c++17`` on Windows) to
+    the host compiler and to nvcc. Its host flag comes after torch's own, so it wins, and torch
+    2.13+ headers need C++20 (shader-slang/slang-torch issue #50; MSVC and nvcc reject them in
+    C++17 mode). The ``jit_compile`` that ``slangtorch.slangtorch`` calls is wrapped here to drop
+    those flags, so ``torch.utils.cpp_extension`` applies its own standard: C++17 before torch
+    2.13, C++20 from 2.13 on (the fix proposed upstream in slang-torch pull request #51).
+    """
+    inner = sys.modules.get("slangtorch.slangtorch")
+    original = getattr(inner, "jit_compile", None)
+    if original is None:  # a slangtorch that builds differently: leave it alone
+        yield
+        return
+
+    def jit_compile(*args: Any, **kwargs: Any) -> Any:
+        for key in ("extra_cflags", "extra_cuda_cflags"):
+            if kwargs.get(key):
+                kwargs[key] = [f for f in kwargs[key] if not _CXX_STANDARD_FLAG.match(str(f))]
+        return original(*args, **kwargs)
+
+    with _SLANGTORCH_PATCH_LOCK:
+        inner.jit_compile = jit_compile
+        try:
+            yield
+        finally:
+            inner.jit_compile = original
+
+
 def _slangtorch_load(slangtorch: Any, path: Path) -> Any:
-    """slangtorch.loadModule with IEEE math (no --use_fast_math), like the NVRTC loader."""
+    """slangtorch.loadModule with IEEE math (no --use_fast_math), like the NVRTC loader, and
+    with torch's C++ standard (see torch_chooses_cxx_standard)."""
     import inspect
 
     options = {}
     if "cudaFastMath" in inspect.signature(slangtorch.loadModule).parameters:
         options["cudaFastMath"] = False
-    return slangtorch.loadModule(str(path), **options)
+    with torch_chooses_cxx_standard():
+        return slangtorch.loadModule(str(path), **options)
+
+
+def _disk_usage(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _nvrtc_version_text(path: Path) -> str:
+    try:
+        major, minor = Nvrtc(path).version
+        return f"{major}.{minor}"
+    except (OSError, RuntimeError):
+        return "unknown"
 
 
 def _slangc_version(slangc: Path | None) -> str:
@@ -1133,3 +1338,147 @@ def _slangc_version(slangc: Path | None) -> str:
         return "not found"
     result = subprocess.run([str(slangc), "-v"], capture_output=True, text=True)
     return (result.stdout + result.stderr).strip() or "unknown"
+
+
+# ----------------------------------------------------------------------------------------------
+# Reports and the command line (python -m <package> precompile | check | clear-cache | info)
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if count < 1024:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
+def describe_cache(module: SlangModule) -> list[str]:
+    """Lines saying where the module's cache is and what it holds."""
+    entries = module.cache_entries()
+    builds = [e for e in entries if e["kind"] == "build"]
+    total = sum(e["bytes"] for e in entries)
+    lines = [
+        f"cache: {module.cache_dir} ({len(builds)} build(s), {format_bytes(total)}; set "
+        f"{module.env_prefix}_CACHE_DIR to move it)"
+    ]
+    for e in entries:
+        if e["kind"] == "lock":
+            continue
+        what = e["kind"]
+        if what == "build":
+            versions = f"slangc {e['slangc'] or '?'}"
+            if e.get("nvrtc"):
+                versions += f", NVRTC {e['nvrtc']}"
+            what = f"{e['kernels']} kernels, {versions}"
+        elif what == "temporary":
+            what = "left by a killed build; removed by the next build or clear-cache"
+        modified = time.strftime("%Y-%m-%d %H:%M", time.localtime(e["modified"]))
+        lines.append(f"  {e['name']}  {format_bytes(e['bytes'])}  {modified}  {what}")
+    return lines
+
+
+def describe_toolchain(info: Mapping[str, Any]) -> list[str]:
+    """Lines for the dict of ``SlangModule.toolchain()``."""
+    if info["driver_cuda"]:
+        driver = "CUDA {}.{}".format(*info["driver_cuda"])
+    else:
+        driver = info["driver_note"] or "none"
+    nvrtc = "not found"
+    if info["nvrtc"] is not None:
+        version = info["nvrtc_version"]
+        archs = info["nvrtc_archs"]
+        known = f"sm_{archs[0]}..sm_{archs[-1]}" if archs else "?"
+        nvrtc = (
+            f"{version[0]}.{version[1]} ({known}) {info['nvrtc']}"
+            if version
+            else info.get("nvrtc_note", str(info["nvrtc"]))
+        )
+    gpu = f"{info['gpu']} (sm_{info['arch']})" if info["gpu"] else "none"
+    slangc = (
+        f"{info['slangc_version']} {info['slangc']}" if info["slangc"] else "not found (slangtorch)"
+    )
+    used = info["loader_used"] or "none (the reference backend is used)"
+    return [
+        f"torch:       {info['torch'] or 'not installed'} "
+        f"(CUDA {info['torch_cuda'] or 'none: CPU build'})",
+        f"driver:      {driver}",
+        f"GPU:         {gpu}",
+        f"slangtorch:  {info['slangtorch'] or 'not installed'}",
+        f"slangc:      {slangc}",
+        f"NVRTC:       {nvrtc}",
+        f"loader:      {used} ({info['loader_note']})",
+    ]
+
+
+def command_line(module: SlangModule, argv: Sequence[str] | None = None) -> int:
+    """``python -m <package> precompile | check | clear-cache | info``; returns the exit code."""
+    import argparse
+
+    package = module.package
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {package}",
+        description=f"Compile, check and cache the Slang kernels of {package}.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "precompile", help="compile (or find in the cache) and load the kernels on this GPU"
+    )
+    check = commands.add_parser(
+        "check", help="compile the kernels with slangc and NVRTC for GPU architectures (no GPU)"
+    )
+    check.add_argument(
+        "--arch", default="80,90", help="comma-separated compute capabilities (default 80,90)"
+    )
+    check.add_argument("--nvrtc", help="path of the libnvrtc.so to use")
+    commands.add_parser("clear-cache", help=f"delete the kernel cache ({module.cache_dir})")
+    commands.add_parser("info", help="the cache and the tools in use")
+    args = parser.parse_args(argv)
+    has_kernels = module.entry.is_file()
+    no_kernels = f"{package}: no Slang kernels in this version ({module.entry} is missing)"
+    try:
+        if args.command == "precompile":
+            if not has_kernels:
+                print(f"{no_kernels}; nothing to compile")
+                return 0
+            available, why = slang_available()
+            if not available:
+                print(f"{package}: cannot precompile here: {why}", file=sys.stderr)
+                return 1
+            started = time.perf_counter()
+            folder = module.precompile()
+            print(
+                f"{package}: {len(module.kernels())} kernels ready in "
+                f"{time.perf_counter() - started:.2f} s (loader {module._loader}) -> {folder}"
+            )
+        elif args.command == "check":
+            if not has_kernels:
+                print(f"{no_kernels}; nothing to check")
+                return 0
+            try:
+                archs = [int(a.strip().removeprefix("sm_")) for a in args.arch.split(",")]
+            except ValueError:
+                parser.error(f"--arch must be comma-separated integers like 80,90; got {args.arch}")
+            for arch in archs:
+                info = module.compile_only(arch, args.nvrtc)
+                print(
+                    f"{package}: sm_{arch}: {len(info['kernels'])} kernels -> {info['binary']} "
+                    f"{format_bytes(info['binary_bytes'])} (slangc {info['slangc_s']:.2f} s, "
+                    f"NVRTC {info['nvrtc']} {info['nvrtc_s']:.2f} s)"
+                )
+        elif args.command == "clear-cache":
+            entries = module.cache_entries()
+            if not entries:
+                print(f"{package}: nothing cached in {module.cache_dir}")
+                return 0
+            size = format_bytes(sum(e["bytes"] for e in entries))
+            builds = sum(e["kind"] == "build" for e in entries)
+            module.clear_cache()
+            print(f"{package}: removed {module.cache_dir} ({builds} build(s), {size})")
+        else:
+            print(f"{package}: kernels {module.entry if has_kernels else 'none in this version'}")
+            for line in describe_cache(module) + describe_toolchain(module.toolchain()):
+                print(f"  {line}")
+    except RuntimeError as error:
+        print(str(error), file=sys.stderr)
+        return 1
+    return 0
