@@ -19,22 +19,17 @@ atomic adds.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import _table, reference
-from ._slang_runtime import SlangModule
+from . import _table, compilation, reference
 from .grid import SparseGrid
 from .reference import _empty_shells
 from .shells import Shells
 
-_MODULE = SlangModule(
-    package="slang_marching_cubes",
-    entry=Path(__file__).parent / "slang" / "marching_cubes.slang",
-)
+_MODULE = compilation.slang_module()  # one SlangModule per process, shared with precompile
 _BLOCK = 256
 _TABLES: dict[torch.device, tuple[Tensor, Tensor]] = {}
 _INT32_MAX = 2**31 - 1
@@ -104,11 +99,6 @@ def interpolate_vertices(values: Tensor, edges: Tensor, t: Tensor) -> Tensor:
     if edges.shape[0] * math.prod(values.shape[1:]) > _INT32_MAX:
         return reference.interpolate_vertices(values, edges, t)  # past int32 thread indices
     return _Interpolate.apply(values, edges, t.detach())
-
-
-def precompile() -> Path:
-    """Compile (or find in the cache) the package's kernels; returns the cache folder."""
-    return _MODULE.precompile()
 
 
 def grid_vertices(voxels: Tensor, voxel_rows: Tensor, shape: tuple[int, int, int]) -> Tensor:
