@@ -102,3 +102,10 @@ def versions_command() -> None:
     """Print the versions of Python, torch, CUDA, slangtorch and the Meshtryoshka packages."""
     for name, value in versions().items():
         click.echo(f"{name:20s} {value}")
+
+
+from . import doctor  # noqa: E402  (registered here, at the end, to keep cli.py's edits small)
+
+main.add_command(doctor.doctor_command)
+main.add_command(doctor.precompile_command)
+main.add_command(doctor.clear_cache_command)

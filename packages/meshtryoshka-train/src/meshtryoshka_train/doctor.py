@@ -1,0 +1,278 @@
+"""``meshtryoshka-train doctor | precompile | clear-cache``: the Slang kernel toolchain.
+
+``doctor`` prints torch, CUDA (torch's build and the driver's), the GPU and its compute
+capability, slangtorch, slangc and NVRTC, each kernel package's cache (where, what it holds)
+and loader, then flags combinations known to fail or to be slow, each with a fix. The rules
+come from the compatibility matrix (``nox -s compat``, docs/compat.md) and the kernel runtime's
+behaviour. It never needs a GPU: on a CPU machine it says so.
+
+``precompile`` compiles (or finds in the cache) the kernels of both kernel packages on this GPU;
+``clear-cache`` deletes their cached builds. Both go through each package's public hook
+``<package>.compilation``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import re
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import click
+
+KERNEL_PACKAGES = ("slang_marching_cubes", "slang_rasterizer")
+
+#: Oldest slangtorch the compatibility matrix covers.
+OLDEST_TESTED_SLANGTORCH = (1, 3, 7)
+#: slangtorch versions whose torch-extension build calls torch's private
+#: ``_write_ninja_file_and_build_library`` without the SYCL arguments that torch 2.7 added: the
+#: slangtorch loader fails there with a TypeError (found by the compat matrix; 1.3.11 is fine).
+OLD_EXTENSION_API_BEFORE = (1, 3, 11)
+#: Newest slangtorch known to force -std=c++17 on its build (shader-slang/slang-torch#50).
+FORCES_CXX17_UP_TO = (1, 3, 22)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the doctor's verdict. level: "ok", "note" or "problem"."""
+
+    level: str
+    text: str
+    fix: str = ""
+
+
+def _version_tuple(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    numbers = re.findall(r"\d+", text.split("+")[0])
+    return tuple(int(n) for n in numbers[:3]) if numbers else None
+
+
+def _cuda_wheel(torch_cuda: str | None) -> str:
+    major = (torch_cuda or "").split(".")[0]
+    return "nvidia-cuda-nvrtc-cu12" if major == "12" else "nvidia-cuda-nvrtc"
+
+
+def check_toolchain(tool: Mapping[str, Any]) -> list[Finding]:
+    """Known-bad or slow combinations in a ``toolchain()`` dict, each with a fix.
+
+    Pure function of the dict (tested with made-up machines). Returns at least one Finding.
+    """
+    found: list[Finding] = []
+    torch_version = _version_tuple(tool.get("torch"))
+    slangtorch = _version_tuple(tool.get("slangtorch"))
+    arch, archs = tool.get("arch"), tool.get("nvrtc_archs") or []
+    nvrtc, driver = tool.get("nvrtc_version"), tool.get("driver_cuda")
+    loader = tool.get("loader_used")
+
+    if tool.get("torch") is None:
+        return [Finding("problem", "torch is not installed", "pip install torch")]
+    if not tool.get("torch_cuda"):
+        found.append(
+            Finding(
+                "problem",
+                f"torch {tool['torch']} is a CPU-only build: the kernels fall back to the slow "
+                "PyTorch reference",
+                "install a CUDA build of torch, e.g. pip install torch --index-url "
+                "https://download.pytorch.org/whl/cu128",
+            )
+        )
+    elif arch is None:
+        found.append(
+            Finding(
+                "problem",
+                f"torch is built for CUDA {tool['torch_cuda']} but sees no GPU "
+                f"({tool.get('driver_note') or 'torch.cuda.is_available() is False'})",
+                "check nvidia-smi, the NVIDIA driver and CUDA_VISIBLE_DEVICES",
+            )
+        )
+    if slangtorch is None:
+        found.append(
+            Finding(
+                "problem",
+                "slangtorch is not installed: no slangc, the Slang kernels cannot be compiled",
+                "pip install slangtorch",
+            )
+        )
+    elif slangtorch < OLDEST_TESTED_SLANGTORCH:
+        found.append(
+            Finding(
+                "problem",
+                f"slangtorch {tool['slangtorch']} is older than the oldest tested (1.3.7)",
+                "pip install -U slangtorch",
+            )
+        )
+    if nvrtc is None and tool.get("torch_cuda"):
+        found.append(
+            Finding(
+                "problem",
+                "no NVRTC found: kernels build through slangtorch's torch extension instead "
+                "(20-30 s per module, needs nvcc and a host compiler)",
+                f"pip install {_cuda_wheel(tool.get('torch_cuda'))} (the NVRTC of your CUDA), "
+                "or set <PACKAGE>_NVRTC_PATH to a libnvrtc.so",
+            )
+        )
+    if nvrtc is not None and driver and nvrtc[0] > driver[0]:
+        found.append(
+            Finding(
+                "problem",
+                f"NVRTC {nvrtc[0]}.{nvrtc[1]} is newer than the driver's CUDA "
+                f"{driver[0]}.{driver[1]}: its output would not load, the slow slangtorch loader "
+                "is used",
+                f"update the NVIDIA driver, or pip install the NVRTC of CUDA {driver[0]} "
+                f"({'nvidia-cuda-nvrtc-cu12' if driver[0] == 12 else 'nvidia-cuda-nvrtc'})",
+            )
+        )
+    if nvrtc is not None and arch is not None and archs:
+        if arch < min(archs):
+            found.append(
+                Finding(
+                    "problem",
+                    f"NVRTC {nvrtc[0]}.{nvrtc[1]} does not support this GPU (sm_{arch}; it "
+                    f"knows sm_{min(archs)} to sm_{max(archs)}): compiling fails",
+                    "pip install nvidia-cuda-nvrtc-cu12 (CUDA 12 still supports older GPUs) and "
+                    "set <PACKAGE>_NVRTC_PATH to its libnvrtc.so.12",
+                )
+            )
+        elif arch not in archs:
+            found.append(
+                Finding(
+                    "note",
+                    f"NVRTC {nvrtc[0]}.{nvrtc[1]} is older than this GPU (sm_{arch}): kernels are "
+                    f"compiled to PTX for sm_{max(a for a in archs if a < arch)} and JIT-compiled "
+                    "by the driver on first load (works, slower first start)",
+                    "pip install a newer nvidia-cuda-nvrtc that knows sm_" + str(arch),
+                )
+            )
+    if loader == "slangtorch" and slangtorch is not None and torch_version is not None:
+        if slangtorch < OLD_EXTENSION_API_BEFORE and torch_version >= (2, 7):
+            found.append(
+                Finding(
+                    "problem",
+                    f"slangtorch {tool['slangtorch']} cannot build extensions with torch "
+                    f"{tool['torch']} (TypeError in torch's extension builder, torch >= 2.7)",
+                    "pip install 'slangtorch>=1.3.11', or use the default nvrtc loader",
+                )
+            )
+        if slangtorch <= FORCES_CXX17_UP_TO and torch_version >= (2, 13):
+            found.append(
+                Finding(
+                    "note",
+                    f"slangtorch {tool['slangtorch']} forces C++17 and torch {tool['torch']} "
+                    "needs C++20 (slang-torch#50): the kernel runtime drops the forced flag, "
+                    "so the slangtorch loader still builds",
+                )
+            )
+    if not any(f.level == "problem" for f in found):
+        found.insert(0, Finding("ok", f"kernels compile and run here with the {loader} loader"))
+    return found
+
+
+def kernel_hooks() -> tuple[list[ModuleType], list[str]]:
+    """The ``<package>.compilation`` hooks of the installed kernel packages, and import errors."""
+    hooks, errors = [], []
+    for name in KERNEL_PACKAGES:
+        try:
+            hooks.append(importlib.import_module(f"{name}.compilation"))
+        except ImportError as error:
+            errors.append(f"{name}: cannot import its compilation hook ({error})")
+    return hooks, errors
+
+
+def _package_version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package.replace("_", "-"))
+    except PackageNotFoundError:
+        return "not installed"
+
+
+@click.command("doctor")
+def doctor_command() -> None:
+    """Check the GPU kernel toolchain: versions, GPU, caches, known-bad combinations."""
+    from . import __version__
+
+    click.echo(f"meshtryoshka-train {__version__}, Python {platform.python_version()}")
+    hooks, errors = kernel_hooks()
+    for error in errors:
+        click.echo(f"  {error}")
+    if not hooks:
+        return
+    click.echo("Toolchain")
+    for line in hooks[0].describe_toolchain():
+        if not line.startswith("loader:"):
+            click.echo(f"  {line}")
+    findings: list[Finding] = []
+    for hook in hooks:
+        click.echo(f"{hook.PACKAGE} {_package_version(hook.PACKAGE)}")
+        entries = hook.entry_modules()
+        click.echo(f"  kernels: {entries[0] if entries else 'none in this version'}")
+        package_tool = hook.toolchain()
+        used = package_tool["loader_used"] or "none (the reference backend is used)"
+        click.echo(f"  loader:  {used} ({package_tool['loader_note']})")
+        for line in hook.describe_cache():
+            click.echo(f"  {line}")
+        for finding in check_toolchain(package_tool):
+            if finding not in findings:
+                findings.append(finding)
+    click.echo("Checks")
+    labels = {"ok": "ok     ", "note": "note   ", "problem": "PROBLEM"}
+    for finding in findings:
+        click.echo(f"  {labels[finding.level]} {finding.text}")
+        if finding.fix:
+            click.echo(f"          fix: {finding.fix}")
+
+
+@click.command("precompile")
+def precompile_command() -> None:
+    """Compile (or find in the cache) the GPU kernels of both kernel packages now."""
+    hooks, errors = kernel_hooks()
+    failed = bool(errors)
+    for error in errors:
+        click.echo(error, err=True)
+    for hook in hooks:
+        if not hook.entry_modules():
+            click.echo(f"{hook.PACKAGE}: no Slang kernels in this version; nothing to compile")
+            continue
+        tool = hook.toolchain()
+        if tool["loader_used"] is None:
+            click.echo(f"{hook.PACKAGE}: cannot precompile here: {tool['loader_note']}", err=True)
+            failed = True
+            continue
+        started = time.perf_counter()
+        try:
+            folder = hook.precompile()
+        except RuntimeError as error:
+            click.echo(str(error), err=True)
+            failed = True
+            continue
+        click.echo(
+            f"{hook.PACKAGE}: ready in {time.perf_counter() - started:.2f} s (cached in {folder})"
+        )
+    if failed:
+        sys.exit(1)
+
+
+@click.command("clear-cache")
+def clear_cache_command() -> None:
+    """Delete the cached GPU kernel builds of both kernel packages."""
+    hooks, errors = kernel_hooks()
+    for error in errors:
+        click.echo(error, err=True)
+    for hook in hooks:
+        entries = hook.cache_entries()
+        if not entries:
+            click.echo(f"{hook.PACKAGE}: nothing cached in {hook.cache_dir()}")
+            continue
+        builds = sum(e["kind"] == "build" for e in entries)
+        size = sum(e["bytes"] for e in entries) / 2**20
+        hook.clear_cache()
+        click.echo(
+            f"{hook.PACKAGE}: removed {hook.cache_dir()} ({builds} build(s), {size:.1f} MiB)"
+        )
