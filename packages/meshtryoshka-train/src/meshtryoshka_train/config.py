@@ -16,6 +16,7 @@ Units: lengths in the normalized world (cameras inside [-1, 1]^3) unless a field
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import types
 import typing
@@ -54,6 +55,8 @@ class DatasetConfig:
     """COLMAP test split: every llffhold-th image sorted by name."""
     scale_factor: float = 1.0
     """Normalization: camera centres end up in [-scale_factor, scale_factor]^3."""
+    orient: bool = False
+    """COLMAP: rotate the mean camera up direction onto +z before normalizing."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,20 @@ class ModelConfig:
     """Initial signed distance: a sphere (objects) or the COLMAP point cloud (unbounded)."""
     init_radius: float = 0.25
     """Sphere radius, or the radius of each point's ball for "point_cloud" (contracted units)."""
+    init_points: int = 50000
+    """Point-cloud initializer: points drawn (seeded, without replacement) from the cloud."""
+    init_sdf_noise: float = 0.01
+    """Standard deviation of the Gaussian noise added once to the initial signed distance."""
+    init_sh_noise: float = 0.1
+    """Standard deviation of the initial SH degree-0 coefficients (around colour 0.5)."""
+    init_freeze_steps: int = 0
+    """Steps during which the signed distance keeps its initial value (learning rate 0)."""
+    init_blend_steps: int = 0
+    """Steps after the freeze over which the signed distance's learning rate ramps up to 1x."""
     dilation: int = 4
-    """Voxels the occupancy is dilated by around the surface at each resolution change."""
+    """Voxels the occupancy is dilated by around the shells at each resolution change."""
+    visibility_min_cameras: int = 1
+    """A voxel may be occupied only if all its corners are in view of this many cameras."""
     train_ssaa: int = 3
     """Supersampling factor while training."""
     eval_ssaa: int = 3
@@ -124,6 +139,8 @@ class OptimConfig:
     """Learning-rate multiplier by global step."""
     batch_size: Schedule[int] = field(default_factory=lambda: Schedule({0: 16}))
     """Training images per step, by step."""
+    resample_state: Literal["transfer", "reset"] = "transfer"
+    """Adam moments at a resolution change: transferred like the values, or reset to zero."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +155,12 @@ class TrainConfig:
     """Write a checkpoint every this many steps (and at the end)."""
     log_interval: int = 50
     """Update the progress line every this many steps."""
+    eval_images: int = 8
+    """Validation images rendered at each periodic evaluation (0 = all of the split)."""
+    keep_checkpoints: int = 2
+    """Newest checkpoints kept on disk (older ones are deleted)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Training device ("auto": CUDA when available)."""
 
 
 @dataclass(frozen=True)
@@ -388,3 +411,117 @@ def check_values(config: Config) -> None:
             raise ConfigError(f"{key} must be > 0, got {list(values)}")
     if not 0.0 < config.model.alpha_max <= 1.0:
         raise ConfigError(f"model.alpha_max must be in (0, 1], got {config.model.alpha_max}")
+    non_negative = {
+        "model.arm_resolution": config.model.arm_resolution.values.values(),
+        "model.dilation": [config.model.dilation],
+        "model.init_freeze_steps": [config.model.init_freeze_steps],
+        "model.init_blend_steps": [config.model.init_blend_steps],
+        "model.init_sdf_noise": [config.model.init_sdf_noise],
+        "model.init_sh_noise": [config.model.init_sh_noise],
+        "train.eval_interval": [config.train.eval_interval],
+        "train.checkpoint_interval": [config.train.checkpoint_interval],
+        "train.eval_images": [config.train.eval_images],
+        "optim.sh_rest_lr_scale": [config.optim.sh_rest_lr_scale],
+        "optim.lr_schedule": config.optim.lr_schedule.values.values(),
+    }
+    for key, values in non_negative.items():
+        if any(v < 0 for v in values):
+            raise ConfigError(f"{key} must be >= 0, got {list(values)}")
+    at_least_one = {
+        "model.init_points": config.model.init_points,
+        "model.visibility_min_cameras": config.model.visibility_min_cameras,
+        "train.log_interval": config.train.log_interval,
+        "train.keep_checkpoints": config.train.keep_checkpoints,
+    }
+    for key, value in at_least_one.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+    for key in ("model.resolution", "model.arm_resolution", "model.sh_degree"):
+        section, name = key.split(".")
+        values = list(getattr(getattr(config, section), name).values.values())
+        if any(b < a for a, b in zip(values[:-1], values[1:], strict=True)):
+            raise ConfigError(f"{key} must not decrease over the steps, got {values}")
+    if not config.optim.lr > 0:
+        raise ConfigError(f"optim.lr must be > 0, got {config.optim.lr}")
+    model = config.model
+    arms = model.arm_resolution.at(0) > 0
+    if arms and 0 in model.arm_resolution.values.values():
+        raise ConfigError(
+            "model.arm_resolution must be > 0 at every step once the arms exist, got "
+            f"{list(model.arm_resolution.values.values())}"
+        )
+    if arms and not (model.arm_ratio > 0 and model.center_extent < 1):
+        raise ConfigError(
+            "arms (model.arm_resolution > 0) need model.arm_ratio > 0 and "
+            f"model.center_extent < 1, got {model.arm_ratio} and {model.center_extent}"
+        )
+    if not arms and model.center_extent != 1.0:
+        raise ConfigError(
+            "without arms (model.arm_resolution = 0) the centre fills the grid: "
+            f"model.center_extent must be 1.0, got {model.center_extent}"
+        )
+    if not model.center_radius > 0:
+        raise ConfigError(f"model.center_radius must be > 0, got {model.center_radius}")
+    if not (0 < model.train_near and 0 < model.eval_near):
+        raise ConfigError(
+            f"model.train_near and model.eval_near must be > 0, got {model.train_near} and "
+            f"{model.eval_near}"
+        )
+
+
+# --- resolved configurations on disk ---------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def dump_config(config: Config) -> str:
+    """The resolved configuration as TOML text that `load_config` reads back to `config`."""
+    data = config.to_toml_dict()
+    lines = [f"# Resolved configuration of experiment {config.experiment!r}."]
+    lines.append(f"experiment = {_toml_value(config.experiment)}")
+    for section, table in data.items():
+        if section == "experiment":
+            continue
+        lines += ["", f"[{section}]"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def load_saved_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A configuration written by `dump_config` (a run's config.toml), with `overrides`."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no saved configuration at {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    experiment = data.pop("experiment", path.stem)
+    cli: dict[str, Any] = {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        if ".".join(keys) not in valid_keys():
+            raise _unknown_key_error(".".join(keys))
+        _set_dotted(cli, keys, value)
+    merged = _merge(data, cli)
+    merged["experiment"] = experiment
+    config = build(Config, merged)
+    check_values(config)
+    return config
+
+
+def experiment_scenes(experiment: str) -> list[str]:
+    """The scenes an experiment lists under ``[scenes.<scene>]`` (for training all of them)."""
+    return list(_experiment_chain(experiment).get("scenes", {}))

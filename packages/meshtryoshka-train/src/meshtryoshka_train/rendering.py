@@ -1,0 +1,73 @@
+"""Rendering the field for training and evaluation: "layered" (all shells) and "surface"."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from slang_rasterizer import Cameras, render
+
+from .config import ModelConfig
+from .field import Extraction, Field, shell_levels
+
+__all__ = ["OPAQUE_SDF", "Mode", "extract_for_mode", "render_extraction"]
+
+Mode = Literal["layered", "surface"]
+
+OPAQUE_SDF = -1.0e4
+"""Signed distance given to surface-mode vertices: sigmoid(k * s) = 0, so alpha = 1."""
+
+
+def extract_for_mode(
+    field: Field, model: ModelConfig, step: int, mode: Mode, *, with_grad: bool = False
+) -> Extraction:
+    """The shells to render: the scheduled shells ("layered") or the zero level set alone,
+    made opaque ("surface": every vertex gets `OPAQUE_SDF`; render it with alpha_max = 1)."""
+    if mode not in ("layered", "surface"):
+        raise ValueError(f"mode must be 'layered' or 'surface', got {mode!r}")
+    with torch.set_grad_enabled(with_grad):
+        if mode == "layered":
+            levels = shell_levels(model.shells.at(step), model.sharpness)
+            return field.extract(levels, backend=model.backend)
+        extraction = field.extract([0.0], backend=model.backend)
+        extraction.sdf = torch.full_like(extraction.sdf, OPAQUE_SDF)
+        return extraction
+
+
+def render_extraction(
+    extraction: Extraction,
+    world_to_camera: Tensor,
+    intrinsics: Tensor,
+    image_size: tuple[int, int],
+    background: Tensor,
+    model: ModelConfig,
+    *,
+    ssaa: int,
+    near: float,
+    alpha_max: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Render shells from B cameras; returns (image [B, 3, H, W], alpha [B, 1, H, W]).
+
+    background: float32 ``[B, 3]`` (one colour per image). alpha_max: None uses the model's.
+    """
+    cameras = Cameras(world_to_camera.float(), intrinsics.float(), image_size)
+    if bool((background == background[:1]).all()):
+        colour = background[0].contiguous()
+    else:
+        height, width = image_size
+        colour = background[:, :, None, None].expand(-1, 3, height, width).contiguous()
+    return render(
+        cameras,
+        extraction.mesh(),
+        extraction.sdf,
+        extraction.sh,
+        model.sharpness,
+        colour,
+        mode=model.render_mode,
+        ssaa=ssaa,
+        near=near,
+        alpha_max=model.alpha_max if alpha_max is None else alpha_max,
+        backend=model.backend,
+    )
