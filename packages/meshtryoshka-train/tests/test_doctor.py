@@ -101,6 +101,17 @@ def test_slangtorch_loader_pairs_from_the_compat_matrix():
     assert levels(check_toolchain({**GOOD, "torch": "2.13.0+cu130"})) == ["ok"]  # nvrtc: no C++
 
 
+def test_slangtorch_without_pkg_resources():
+    old = {**GOOD, "slangtorch": "1.3.11", "slangtorch_needs_pkg_resources": True}
+    findings = check_toolchain({**old, "pkg_resources": False})
+    assert levels(findings) == ["ok", "note"] and "only the slangtorch fallback" in findings[1].text
+    fallback = {**old, "pkg_resources": False, "loader": "slangtorch", "loader_used": "slangtorch"}
+    findings = check_toolchain(fallback)
+    assert levels(findings) == ["problem"] and "cannot even import" in findings[0].text
+    assert "setuptools<81" in findings[0].fix
+    assert levels(check_toolchain({**old, "pkg_resources": True})) == ["ok"]
+
+
 def test_missing_slangtorch_and_old_slangtorch():
     findings = check_toolchain({**GOOD, "slangtorch": None, "slangc": None, "loader_used": None})
     assert levels(findings) == ["problem"] and findings[0].fix == "pip install slangtorch"

@@ -14,12 +14,14 @@ behaviour. It never needs a GPU: on a CPU machine it says so.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import platform
 import re
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -149,6 +151,22 @@ def check_toolchain(tool: Mapping[str, Any]) -> list[Finding]:
                     "pip install a newer nvidia-cuda-nvrtc that knows sm_" + str(arch),
                 )
             )
+    if tool.get("slangtorch_needs_pkg_resources") and not tool.get("pkg_resources"):
+        problem = loader == "slangtorch"
+        found.append(
+            Finding(
+                "problem" if problem else "note",
+                f"slangtorch {tool['slangtorch']} imports pkg_resources, which setuptools >= 81 "
+                "no longer has: "
+                + (
+                    "the slangtorch loader cannot even import"
+                    if problem
+                    else "only the slangtorch fallback loader would fail (nvrtc does not import it)"
+                ),
+                "pip install -U slangtorch (1.3.22 does not need it), or pip install "
+                "'setuptools<81'",
+            )
+        )
     if loader == "slangtorch" and slangtorch is not None and torch_version is not None:
         if slangtorch < OLD_EXTENSION_API_BEFORE and torch_version >= (2, 7):
             found.append(
@@ -171,6 +189,24 @@ def check_toolchain(tool: Mapping[str, Any]) -> list[Finding]:
     if not any(f.level == "problem" for f in found):
         found.insert(0, Finding("ok", f"kernels compile and run here with the {loader} loader"))
     return found
+
+
+def slangtorch_needs_pkg_resources() -> bool:
+    """Whether the installed slangtorch imports pkg_resources (1.3.11 and older do)."""
+    spec = importlib.util.find_spec("slangtorch")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        source = Path(folder) / "slangtorch.py"
+        if source.is_file() and "import pkg_resources" in source.read_text():
+            return True
+    return False
+
+
+def machine_facts(hook: ModuleType) -> dict[str, Any]:
+    """The hook's ``toolchain()`` plus what the doctor's rules also look at."""
+    tool = dict(hook.toolchain())
+    tool["slangtorch_needs_pkg_resources"] = slangtorch_needs_pkg_resources()
+    tool["pkg_resources"] = importlib.util.find_spec("pkg_resources") is not None
+    return tool
 
 
 def kernel_hooks() -> tuple[list[ModuleType], list[str]]:
@@ -213,7 +249,7 @@ def doctor_command() -> None:
         click.echo(f"{hook.PACKAGE} {_package_version(hook.PACKAGE)}")
         entries = hook.entry_modules()
         click.echo(f"  kernels: {entries[0] if entries else 'none in this version'}")
-        package_tool = hook.toolchain()
+        package_tool = machine_facts(hook)
         used = package_tool["loader_used"] or "none (the reference backend is used)"
         click.echo(f"  loader:  {used} ({package_tool['loader_note']})")
         for line in hook.describe_cache():
