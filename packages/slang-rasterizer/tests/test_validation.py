@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import slang_rasterizer as sr
+from slang_rasterizer import _slang
 from slang_rasterizer.shapes import icosphere, orbit_cameras, shell_mesh
 
 
@@ -174,3 +175,11 @@ def test_bad_piece_arguments(good):
         sr.composite(s, c, hit.float(), 1.0)
     with pytest.raises(ValueError, match="background must be float"):
         sr.composite(s, c, hit, 1.0, torch.zeros(2, 3, 4, 4))
+
+
+def test_key_layout_raises_before_wrapping():
+    assert _slang.key_layout(4, (800, 800), 10**6) == (50, 50)
+    with pytest.raises(ValueError, match="cameras x tiles"):
+        _slang.key_layout(2**12, (2**14, 2**14), 10)
+    with pytest.raises(ValueError, match="cameras x faces"):
+        _slang.key_layout(4, (8, 8), 2**29)

@@ -30,7 +30,7 @@ __all__ = [
 Backend = Literal["auto", "reference", "slang"]
 
 MAX_FUSED_SHELLS = 16
-"""Most shells the fused mode supports (one register slot per shell per pixel)."""
+"""Most shells the fused mode supports (one slot per shell per pixel; MAX_SHELLS in Slang)."""
 
 _FLOATS = (torch.float32, torch.float64)
 

@@ -1,0 +1,266 @@
+"""Slang backend == reference (values and gradients). GPU only (marker ``cuda``).
+
+Hit decisions can differ between the backends on pixel centres within float rounding of an edge
+or where two faces of one shell are at equal depth; the comparisons therefore allow a tiny
+fraction of differing pixels and report it, and compare everything else tightly.
+"""
+
+import math
+
+import pytest
+import torch
+
+import slang_rasterizer as sr
+from slang_rasterizer.shapes import icosphere, orbit_cameras, shell_mesh
+
+pytestmark = pytest.mark.cuda
+
+DEV = "cuda"
+
+
+def report(a, b, name, atol, rtol=0.0, max_bad_fraction=0.0):
+    """Assert |a - b| <= atol + rtol |b| except on at most max_bad_fraction of the elements."""
+    a, b = a.double(), b.double()
+    err = (a - b).abs()
+    bad = err > atol + rtol * b.abs()
+    fraction = bad.float().mean().item()
+    rel = (err.norm() / b.norm().clamp_min(1e-30)).item()
+    print(
+        f"{name}: max abs err {err.max().item():.3g}, rel L2 err {rel:.3g}, "
+        f"bad fraction {fraction:.3g} ({int(bad.sum())} of {b.numel()})"
+    )
+    assert fraction <= max_bad_fraction, name
+    return rel
+
+
+def perturbed_shells(subdivisions, radii, seed=0, noise=0.01):
+    """Nested noisy icospheres (closed, outward-oriented), outermost first."""
+    g = torch.Generator().manual_seed(seed)
+    shells = []
+    for r in radii:
+        p, f = icosphere(subdivisions, r)
+        p = p * (1 + noise * torch.rand(p.shape[0], 1, generator=g))
+        shells.append((p, f))
+    return shells
+
+
+def triangle_soup(count, size, seed=0):
+    """Random small triangles in [-1, 1]^3, random orientation (overlapping, intersecting)."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.rand(count, 1, 3, generator=g) * 2 - 1
+    p = (centers + size * torch.randn(count, 3, 3, generator=g)).reshape(-1, 3)
+    return p, torch.arange(3 * count).view(count, 3)
+
+
+def attributes(mesh, degree=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = mesh.positions.shape[0]
+    levels = torch.linspace(0.008, -0.008, mesh.num_shells)
+    counts = []
+    faces = mesh.faces.cpu().long()
+    off = mesh.face_offsets.cpu()
+    shell_of_vertex = torch.zeros(n, dtype=torch.long)
+    for s in range(mesh.num_shells):
+        shell_of_vertex[faces[off[s] : off[s + 1]].flatten()] = s
+        counts.append(int(off[s + 1] - off[s]))
+    sdf = levels[shell_of_vertex] + 0.004 * torch.randn(n, generator=g)
+    sh = 0.3 * torch.randn(n, (degree + 1) ** 2, 3, generator=g)
+    return sdf.to(DEV), sh.to(DEV)
+
+
+def run(backend, cams, mesh, sdf, sh, bg, **kw):
+    sdf = sdf.clone().requires_grad_()
+    sh = sh.clone().requires_grad_()
+    bg = bg.clone().requires_grad_()
+    image, alpha = sr.render(cams, mesh, sdf, sh, 200.0, bg, backend=backend, **kw)
+    g = torch.Generator(device=DEV).manual_seed(3)
+    w1 = torch.randn(image.shape, generator=g, device=DEV)
+    w2 = torch.randn(alpha.shape, generator=g, device=DEV)
+    ((image * w1).sum() + (alpha * w2).sum()).backward()
+    return [image.detach(), alpha.detach(), sdf.grad, sh.grad, bg.grad]
+
+
+def compare_renders(got, want, label, max_bad=1e-4, grad_rel=1e-3):
+    names = ["image", "alpha", "grad sdf", "grad sh", "grad background"]
+    for a, b, name in zip(got[:2], want[:2], names[:2], strict=True):
+        report(a, b, f"{label} {name}", atol=1e-4, max_bad_fraction=max_bad)
+    for a, b, name in zip(got[2:], want[2:], names[2:], strict=True):
+        scale = b.abs().max().item()
+        rel = report(a, b, f"{label} {name}", atol=1e-3 * scale, max_bad_fraction=10 * max_bad)
+        assert rel < grad_rel, f"{label} {name}: relative L2 error {rel}"
+
+
+# --- single ops ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_sh", [1, 4, 9, 16])
+def test_eval_sh_parity(n_sh):
+    g = torch.Generator().manual_seed(n_sh)
+    sh = (torch.rand(5000, n_sh, 3, generator=g) - 0.5).to(DEV).requires_grad_()
+    positions = torch.randn(5000, 3, generator=g).to(DEV)
+    centers = (3 * torch.randn(4, 3, generator=g)).to(DEV)
+    out = {}
+    for backend in ("reference", "slang"):
+        colors = sr.eval_sh(sh, positions, centers, backend=backend)
+        w = torch.randn(
+            colors.shape, generator=torch.Generator(device=DEV).manual_seed(1), device=DEV
+        )
+        (grad,) = torch.autograd.grad((colors * w).sum(), sh)
+        out[backend] = (colors, grad)
+    report(out["slang"][0], out["reference"][0], "sh colors", atol=1e-5)
+    report(out["slang"][1], out["reference"][1], "sh grad", atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("alpha_max", [0.99, 1.0])
+def test_composite_and_interpolate_parity(alpha_max):
+    g = torch.Generator().manual_seed(0)
+    b, s, h, w = 2, 5, 40, 50
+    sdf = ((torch.rand(b, s, h, w, generator=g) - 0.5) * 0.04).to(DEV)
+    sdf[:, 0, :5] = -1.0  # opaque first hits
+    colors = torch.rand(b, s, h, w, 3, generator=g).to(DEV)
+    hit = (torch.rand(b, s, h, w, generator=g) < 0.7).to(DEV)
+    bg = torch.rand(b, 3, h, w, generator=g).to(DEV)
+    res = {}
+    for backend in ("reference", "slang"):
+        args = [t.clone().requires_grad_() for t in (sdf, colors, bg)]
+        image, alpha = sr.composite(args[0], args[1], hit, 150.0, args[2], alpha_max, backend)
+        gw = torch.Generator(device=DEV).manual_seed(2)
+        loss = (image * torch.randn(image.shape, generator=gw, device=DEV)).sum()
+        loss = loss + (alpha * torch.randn(alpha.shape, generator=gw, device=DEV)).sum()
+        res[backend] = [image, alpha, *torch.autograd.grad(loss, args)]
+    for i, name in enumerate(["image", "alpha", "grad sdf", "grad colors", "grad bg"]):
+        report(res["slang"][i], res["reference"][i], f"composite {name}", atol=1e-4, rtol=1e-4)
+    # interpolate
+    m, n = 300, 200
+    faces = torch.randint(0, n, (m, 3), generator=g, dtype=torch.int32).to(DEV)
+    fi = torch.randint(-1, m, (b, s, h, w), generator=g, dtype=torch.int32).to(DEV)
+    lam = torch.rand(b, s, h, w, 3, generator=g)
+    lam = (lam / lam.sum(-1, keepdim=True))[..., 1:].to(DEV)
+    frags = sr.Fragments(fi, lam)
+    for shape in ((n,), (n, 3), (b, n, 3)):
+        attrs = torch.rand(shape, generator=g).to(DEV)
+        out = {}
+        for backend in ("reference", "slang"):
+            a = attrs.clone().requires_grad_()
+            v = sr.interpolate(a, faces, frags, backend=backend)
+            wv = torch.randn(
+                v.shape, generator=torch.Generator(device=DEV).manual_seed(4), device=DEV
+            )
+            out[backend] = [v, *torch.autograd.grad((v * wv).sum(), a)]
+        report(out["slang"][0], out["reference"][0], f"interpolate {shape}", atol=1e-5)
+        report(
+            out["slang"][1], out["reference"][1], f"interpolate grad {shape}", atol=1e-4, rtol=1e-4
+        )
+
+
+# --- rasterization -------------------------------------------------------------------------
+
+
+def test_rasterize_parity_on_exact_cases():
+    # The tessellated plane with vertices on pixel centres (exact arithmetic): identical hits.
+    n = 20
+    j, i = torch.meshgrid(torch.arange(n + 1), torch.arange(n + 1), indexing="ij")
+    p = torch.stack([i.flatten() + 2.5, j.flatten() + 2.5, torch.ones((n + 1) ** 2)], 1)
+    faces = []
+    for r in range(n):
+        for c in range(n):
+            a, b = r * (n + 1) + c, r * (n + 1) + c + 1
+            faces += [[a, b + n + 1, b], [a, a + n + 1, b + n + 1]]
+    mesh = sr.ShellMesh(p.to(DEV), torch.tensor(faces, dtype=torch.int32, device=DEV),
+                        torch.tensor([0, len(faces)], device=DEV))  # fmt: skip
+    k = torch.tensor([[[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]], device=DEV)
+    cams = sr.Cameras(torch.eye(4, device=DEV)[None], k, (30, 30))
+    ref = sr.rasterize(cams, mesh, cull_backfaces=False, backend="reference")
+    got = sr.rasterize(cams, mesh, cull_backfaces=False, backend="slang")
+    assert torch.equal(got.face_index, ref.face_index)
+    assert torch.allclose(got.bary, ref.bary, atol=1e-6)
+
+
+@pytest.mark.parametrize("cull", [True, False])
+def test_rasterize_parity_random_soup_and_shells(cull):
+    soup = triangle_soup(20000, 0.03, seed=1)
+    shells = perturbed_shells(4, [1.0, 0.7]) + [soup]
+    mesh = shell_mesh(shells, device=DEV)
+    cams = orbit_cameras(3, 3.0, (150, 170), device=DEV)
+    ref = sr.rasterize(cams, mesh, cull_backfaces=cull, backend="reference")
+    got = sr.rasterize(cams, mesh, cull_backfaces=cull, backend="slang")
+    same = got.face_index == ref.face_index
+    fraction = 1 - same.float().mean().item()
+    print(f"rasterize cull={cull}: differing hits {fraction:.3g}")
+    assert fraction < 1e-4
+    # Nearly edge-on soup faces have ill-conditioned barycentrics (E / sum E with a tiny sum).
+    report(got.bary[same], ref.bary[same], "bary", atol=1e-4, max_bad_fraction=1e-4)
+
+
+def test_more_than_16_shells_explicit():
+    shells = [icosphere(1, 1.0 - 0.04 * i) for i in range(18)]
+    mesh = shell_mesh(shells, device=DEV)
+    cams = orbit_cameras(1, 3.0, (40, 40), device=DEV)
+    ref = sr.rasterize(cams, mesh, backend="reference")
+    got = sr.rasterize(cams, mesh, backend="slang")
+    assert (got.face_index != ref.face_index).float().mean() < 1e-3
+
+
+# --- render ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ssaa", [1, 2])
+@pytest.mark.parametrize("mode", ["fused", "explicit"])
+def test_render_parity_mid_size_exact(mode, ssaa):
+    mesh = shell_mesh(perturbed_shells(5, [1.0, 0.8, 0.6]), device=DEV)  # 61k faces
+    cams = orbit_cameras(2, 3.0, (200, 240), device=DEV)
+    sdf, sh = attributes(mesh)
+    bg = torch.rand(2, 3, 200, 240, device=DEV)
+    want = run("reference", cams, mesh, sdf, sh, bg, mode=mode, ssaa=ssaa)
+    got = run("slang", cams, mesh, sdf, sh, bg, mode=mode, ssaa=ssaa)
+    compare_renders(got, want, f"mid {mode} ssaa={ssaa}")
+
+
+def test_render_surface_mode_parity():
+    mesh = shell_mesh(perturbed_shells(4, [1.0]), device=DEV)
+    cams = orbit_cameras(2, 3.0, (100, 100), device=DEV)
+    sdf = torch.full((mesh.positions.shape[0],), -1e8, device=DEV)
+    _, sh = attributes(mesh)
+    bg = torch.ones(3, device=DEV)
+    for mode in ("fused", "explicit"):
+        want = run("reference", cams, mesh, sdf, sh, bg, mode=mode, alpha_max=1.0)
+        got = run("slang", cams, mesh, sdf, sh, bg, mode=mode, alpha_max=1.0)
+        assert all(torch.isfinite(t).all() for t in got)
+        compare_renders(got, want, f"surface {mode}")
+
+
+def crop(cams, x0, y0, size, ssaa):
+    """Cameras seeing the size x size window at (x0, y0) of the original images."""
+    k = cams.intrinsics.clone()
+    k[:, 0, 2] -= x0
+    k[:, 1, 2] -= y0
+    return sr.Cameras(cams.world_to_camera, k, (size, size))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ssaa", [1, 3])
+def test_render_parity_1m_faces(ssaa):
+    # ~1M faces: 3 noisy nested icospheres (3 x 327k faces) + 40k random soup faces.
+    shells = perturbed_shells(7, [0.9, 0.7, 0.5], noise=0.005) + [triangle_soup(40000, 0.01)]
+    mesh = shell_mesh(shells, device=DEV)
+    assert mesh.faces.shape[0] > 10**6
+    cams = orbit_cameras(4, 2.5, (800, 800), device=DEV)
+    sdf, sh = attributes(mesh)
+    bg = torch.rand(3, device=DEV)
+    fused = run("slang", cams, mesh, sdf, sh, bg, mode="fused", ssaa=ssaa)
+    explicit = run("slang", cams, mesh, sdf, sh, bg, mode="explicit", ssaa=ssaa)
+    report(fused[0], explicit[0], f"1M ssaa={ssaa} fused vs explicit image", atol=1e-4)
+    for a, b, name in zip(fused[2:], explicit[2:], ["sdf", "sh", "bg"], strict=True):
+        rel = report(a, b, f"1M ssaa={ssaa} fused vs explicit grad {name}", atol=math.inf)
+        assert rel < 1e-3
+    # Exact comparison with the reference on windows (a window is a camera with shifted cx, cy).
+    for x0, y0 in ((300, 300), (380, 200)):
+        window = crop(cams, x0, y0, 64, ssaa)
+        bgw = bg
+        want = run("reference", window, mesh, sdf, sh, bgw, mode="explicit", ssaa=ssaa)
+        got = run("slang", window, mesh, sdf, sh, bgw, mode="fused", ssaa=ssaa)
+        compare_renders(got, want, f"1M ssaa={ssaa} window {x0},{y0}", max_bad=2e-3)
+        full = fused[0][:, :, y0 : y0 + 64, x0 : x0 + 64]
+        report(
+            got[0], full, f"1M ssaa={ssaa} window vs full image", atol=1e-4, max_bad_fraction=1e-3
+        )
