@@ -576,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"through the runtime {row[3]}",
                 flush=True,
             )
+        # written after each version, so a run that is cut short still records what it checked
+        write_markdown(args.output, pairs, recipes, context)
     write_markdown(args.output, pairs, recipes, context)
     print(f"compat: wrote {args.output} in {time.perf_counter() - started:.0f} s", flush=True)
     return 1 if failed else 0

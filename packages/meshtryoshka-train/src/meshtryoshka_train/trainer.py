@@ -30,7 +30,7 @@ import torch
 from meshtryoshka_data import load_blender, load_colmap
 
 from .checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint, write_atomic
-from .config import Config, ConfigError, dump_config, load_saved_config
+from .config import Config, ConfigError, dump_config
 from .contraction import Contraction
 from .evaluate import evaluate
 from .field import Field, shell_levels

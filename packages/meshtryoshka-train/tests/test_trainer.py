@@ -1,0 +1,179 @@
+"""The training loop on tiny synthetic scenes, CPU reference backend."""
+
+import json
+
+import pytest
+import torch
+
+from meshtryoshka_train.config import ConfigError, experiment_names, load_config
+from meshtryoshka_train.evaluate import evaluate
+from meshtryoshka_train.trainer import (
+    Trainer,
+    TrainingDiverged,
+    dataset_folder,
+    default_run_dir,
+    prepare_run_dir,
+)
+
+
+def make_trainer(tmp_path, experiment, overrides, name="run", resume=False):
+    config = load_config(experiment, overrides)
+    run_dir = tmp_path / name
+    prepare_run_dir(run_dir, config, resume=resume, overwrite=False)
+    lines = []
+    trainer = Trainer(config, run_dir, resume=resume, echo=lines.append)
+    trainer.lines = lines
+    return trainer
+
+
+def parameters(trainer):
+    return {name: t.detach().clone() for name, t in trainer.field.parameters()}
+
+
+def log_entries(run_dir, event="train"):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["event"] == event]
+
+
+@pytest.mark.parametrize("experiment", experiment_names())
+def test_every_shipped_experiment_trains_two_steps(
+    reduced, tmp_path, experiment, blender_root, colmap_root
+):
+    config = load_config(experiment)
+    unbounded = config.dataset.format == "colmap"
+    root = colmap_root if unbounded else blender_root
+    trainer = make_trainer(tmp_path, experiment, reduced(root, 2, unbounded))
+    assert len(trainer.field.grids) == (7 if unbounded else 1)
+    result = trainer.run()
+    assert result.step == 2
+    run_dir = tmp_path / "run"
+    assert (run_dir / "config.toml").is_file()
+    assert (run_dir / "checkpoints" / "step_0000002.pt").is_file()
+    metrics = json.loads((run_dir / "eval" / "step_0000002" / "metrics.json").read_text())
+    for mode in ("layered", "surface"):
+        assert metrics[mode]["psnr"] > 3.0 and metrics[mode]["faces"] > 0
+        assert len(list((run_dir / "eval" / "step_0000002" / mode).glob("*.png"))) == 2
+    assert [e["step"] for e in log_entries(run_dir)] == [1, 2]
+
+
+def test_training_lowers_the_loss_and_raises_test_psnr(reduced, tmp_path, blender_root):
+    overrides = [*reduced(blender_root, 60), "model.resolution={0=16}", "train.log_interval=10"]
+    trainer = make_trainer(tmp_path, "nerf_synthetic", overrides)
+    before = evaluate(trainer.field, trainer.dataset, trainer.config, 0)
+    after = trainer.run().evaluation
+    losses = [e["total"] for e in log_entries(tmp_path / "run")]
+    assert losses[-1] < 0.7 * losses[0]  # measured 0.43x
+    for mode in ("layered", "surface"):
+        assert after[mode]["psnr"] > before[mode]["psnr"] + 2.5  # measured 13.1 -> 16.7 dB
+
+
+def test_cpu_training_is_deterministic(reduced, tmp_path, blender_root):
+    overrides = [*reduced(blender_root, 4), "model.resolution={0=12, 2=16}", "train.seed=7"]
+    runs = [make_trainer(tmp_path, "nerf_synthetic", overrides, name=n) for n in ("a", "b")]
+    for trainer in runs:
+        trainer.run()
+    a, b = (parameters(t) for t in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = make_trainer(tmp_path, "nerf_synthetic", [*overrides, "train.seed=8"], name="c")
+    assert not torch.equal(parameters(other)["sdf"], a["sdf"])
+
+
+def test_resume_equals_an_uninterrupted_run(reduced, tmp_path, blender_root):
+    overrides = [
+        *reduced(blender_root, 7),
+        "model.resolution={0=12, 3=16}",  # a resolution change after the checkpoint
+        "model.sh_degree={0=0, 1=1}",  # the SH degree grows before it
+        "optim.lr_schedule={0=1.0, 5=0.5}",
+        "optim.batch_size={0=2, 4=3}",
+        "train.checkpoint_interval=2",
+        "dataset.background=random",  # the batch generator also draws backgrounds
+    ]
+    whole = make_trainer(tmp_path, "nerf_synthetic", overrides, name="whole")
+    whole.run()
+    broken = make_trainer(tmp_path, "nerf_synthetic", overrides, name="broken")
+    broken.run(stop_at=3)  # a crash after step 3: the newest checkpoint is step 2
+    config = load_config("nerf_synthetic", overrides)
+    resumed = Trainer(config, tmp_path / "broken", resume=True, echo=lambda _: None)
+    assert resumed.step == 2 and resumed.field.sh_degree == 1
+    resumed.run()
+    a, b = parameters(whole), parameters(resumed)
+    assert a.keys() == b.keys() == {"sdf", "sh_dc", "sh_band1"}
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state_a, state_b = whole.optimizer.state_dict(), resumed.optimizer.state_dict()
+    for key, value in state_a["state"].items():
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(value[name], state_b["state"][key][name])
+    assert [g["lr"] for g in state_a["param_groups"]] == [g["lr"] for g in state_b["param_groups"]]
+    assert whole.field.grids[0].shape == resumed.field.grids[0].shape == (16, 16, 16)
+    steps = [e["step"] for e in log_entries(tmp_path / "broken")]
+    assert steps == list(range(1, 8))  # entries past the checkpoint were dropped on resume
+
+
+def test_schedules_take_effect_at_their_global_steps(reduced, tmp_path, blender_root):
+    overrides = [
+        *reduced(blender_root, 7),
+        "model.resolution={0=12, 2=16}",
+        "model.sh_degree={0=0, 3=1}",
+        "model.shells={0=[0.5], 4=[0.9, 0.5, 0.1]}",
+        "optim.batch_size={0=2, 5=1}",
+        "optim.lr_schedule={0=1.0, 4=0.25}",
+    ]
+    trainer = make_trainer(tmp_path, "nerf_synthetic", overrides)
+    seen = []
+    for step in range(6):
+        trainer.apply_schedules(step)
+        seen.append((trainer.field.center_resolution, trainer.field.sh_degree, trainer.optimizer))
+        trainer.train_step()
+        trainer.step += 1
+    assert [s[0] for s in seen] == [12, 12, 16, 16, 16, 16]
+    assert [s[1] for s in seen] == [0, 0, 0, 1, 1, 1]
+    assert seen[1][2] is not seen[2][2]  # rebuilt at the resolution change ...
+    lrs = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
+    lr = trainer.config.optim.lr
+    assert lrs == pytest.approx({"sdf": lr / 4, "sh_dc": lr / 4, "sh_band1": lr * 0.05 / 4})
+    # ... and the LR schedule still follows the global step (the original restarted it).
+    trainer.run()
+    entries = log_entries(tmp_path / "run")
+    assert [e["batch_size"] for e in entries] == [1]  # step 7 only (steps 1-6 ran above)
+    shells = [trainer.config.model.shells.at(s) for s in (3, 4)]
+    assert len(shells[0]) == 1 and len(shells[1]) == 3
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(
+    reduced, tmp_path, blender_root
+):
+    overrides = [*reduced(blender_root, 6), "train.checkpoint_interval=2"]
+    trainer = make_trainer(tmp_path, "nerf_synthetic", overrides)
+    trainer.run(stop_at=3)
+    good = torch.load(tmp_path / "run" / "checkpoints" / "step_0000002.pt", weights_only=False)
+    trainer.field.sdf.data[:] = float("nan")
+    with pytest.raises(TrainingDiverged, match="NaN or infinite at step 3.*step_0000002.pt"):
+        trainer.run()
+    kept = torch.load(tmp_path / "run" / "checkpoints" / "step_0000002.pt", weights_only=False)
+    assert torch.equal(kept["field"]["sdf"], good["field"]["sdf"])
+    assert not (tmp_path / "run" / "checkpoints" / "step_0000004.pt").exists()
+
+
+def test_a_batch_larger_than_the_training_set_is_refused(reduced, tmp_path, blender_root):
+    with pytest.raises(ConfigError, match="only 8 training images"):
+        make_trainer(tmp_path, "nerf_synthetic", [*reduced(blender_root), "optim.batch_size=9"])
+
+
+def test_existing_run_directory_needs_resume_or_overwrite(reduced, tmp_path, blender_root):
+    config = load_config("nerf_synthetic", reduced(blender_root))
+    prepare_run_dir(tmp_path / "run", config, resume=False, overwrite=False)
+    (tmp_path / "run" / "marker").write_text("x")
+    with pytest.raises(ConfigError, match="already exists"):
+        prepare_run_dir(tmp_path / "run", config, resume=False, overwrite=False)
+    prepare_run_dir(tmp_path / "run", config, resume=False, overwrite=True)
+    assert not (tmp_path / "run" / "marker").exists()
+    with pytest.raises(ConfigError, match="cannot resume"):
+        prepare_run_dir(tmp_path / "none", config, resume=True, overwrite=False)
+
+
+def test_bundled_demo_scene_and_run_directory_names(reduced, tmp_path):
+    config = load_config("demo")
+    assert (dataset_folder(config) / "transforms_train.json").is_file()
+    with pytest.raises(ConfigError, match="holds only the scene 'demo'"):
+        dataset_folder(load_config("demo", ["dataset.scene=lego"]))
+    assert default_run_dir(config, tmp_path) == tmp_path / "demo" / "demo"
