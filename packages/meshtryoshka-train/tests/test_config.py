@@ -148,7 +148,7 @@ def test_parse_override_keeps_strings_with_equals_signs():
 
 def test_valid_keys_cover_every_section():
     sections = {key.split(".")[0] for key in valid_keys()}
-    assert sections == {"dataset", "model", "loss", "optim", "train"}
+    assert sections == {"dataset", "model", "loss", "optim", "train", "viewer"}
 
 
 def _dump_toml(data, prefix=""):

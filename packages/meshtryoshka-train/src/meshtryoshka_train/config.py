@@ -164,6 +164,26 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ViewerConfig:
+    enabled: bool = False
+    """Serve the web viewer while training (needs `pip install meshtryoshka-train[viewer]`)."""
+    host: str = "127.0.0.1"
+    """Address the viewer listens on ("0.0.0.0": reachable from other machines)."""
+    port: int = 8080
+    """Port of the viewer (the next free one is used when it is taken)."""
+    height: int = 512
+    """Height in pixels of a still frame (the width follows the browser's aspect ratio)."""
+    moving_height: int = 192
+    """Height in pixels of a frame rendered while the camera moves."""
+    max_slowdown: float = 0.1
+    """Share of the training time the viewer may spend rendering (0.1: at most ~10% slower)."""
+    refresh_interval: float = 1.0
+    """Seconds between live frames of a still camera while the field trains."""
+    keep_alive: bool = True
+    """After training, keep serving the final state until Ctrl-C."""
+
+
+@dataclass(frozen=True)
 class Config:
     experiment: str = ""
     """Name of the experiment this configuration came from."""
@@ -172,6 +192,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    viewer: ViewerConfig = field(default_factory=ViewerConfig)
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The configuration as nested plain values (schedules as step-keyed tables)."""
@@ -441,6 +462,18 @@ def check_values(config: Config) -> None:
         values = list(getattr(getattr(config, section), name).values.values())
         if any(b < a for a, b in zip(values[:-1], values[1:], strict=True)):
             raise ConfigError(f"{key} must not decrease over the steps, got {values}")
+    viewer = config.viewer
+    if not 0 < viewer.port < 65536:
+        raise ConfigError(f"viewer.port must be in 1..65535, got {viewer.port}")
+    if viewer.height < 16 or viewer.moving_height < 16:
+        raise ConfigError(
+            f"viewer.height and viewer.moving_height must be >= 16 pixels, got {viewer.height} "
+            f"and {viewer.moving_height}"
+        )
+    if not 0 < viewer.max_slowdown <= 1:
+        raise ConfigError(f"viewer.max_slowdown must be in (0, 1], got {viewer.max_slowdown}")
+    if not viewer.refresh_interval >= 0:
+        raise ConfigError(f"viewer.refresh_interval must be >= 0, got {viewer.refresh_interval}")
     if not config.optim.lr > 0:
         raise ConfigError(f"optim.lr must be > 0, got {config.optim.lr}")
     model = config.model
