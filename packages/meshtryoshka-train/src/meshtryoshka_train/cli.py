@@ -290,3 +290,7 @@ from . import doctor  # noqa: E402  (registered here, at the end, to keep cli.py
 main.add_command(doctor.doctor_command)
 main.add_command(doctor.precompile_command)
 main.add_command(doctor.clear_cache_command)
+
+from . import export  # noqa: E402
+
+main.add_command(export.export_mesh_command)

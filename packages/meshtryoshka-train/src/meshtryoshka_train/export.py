@@ -1,0 +1,387 @@
+"""Mesh export: one level set of a trained field as a coloured PLY or OBJ, in dataset coordinates.
+
+The field lives in the contracted cube; `Field.extract` maps its vertices back to the normalized
+scene (uncontraction), and `Dataset.to_world` undoes the dataset normalization, so the mesh lands
+in the dataset's own frame (e.g. COLMAP's). Unbounded scenes: a vertex in a contracted arm is
+mapped back through the uncontraction too, so it sits at its true distance, up to the far bound
+``center_radius * e^(2 arm_ratio)`` (normalized units); the arms' voxels grow with distance, so
+far geometry is coarse and its triangles large, and geometry on the outer faces of the grid
+(the background) becomes a large box at the far bound. ``crop`` keeps only faces within a chosen
+multiple of the centre cube.
+
+Colours are view independent: the degree-0 spherical harmonic,
+``clamp(max(SH0 * C0 + 0.5, 0), 0, 1)`` (the convention of `slang_rasterizer.eval_sh`), 8 bits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import click
+import numpy as np
+import torch
+
+from .checkpoint import write_atomic
+from .saved_run import RunError, SavedRun, open_run
+
+__all__ = [
+    "SH_C0",
+    "EdgeReport",
+    "Mesh",
+    "edge_report",
+    "export_mesh",
+    "export_mesh_command",
+    "extract_mesh",
+    "weld",
+    "write_obj",
+    "write_ply",
+]
+
+SH_C0 = 0.28209479177387814
+"""The degree-0 real spherical harmonic, 1 / (2 sqrt(pi))."""
+
+Format = Literal["ply", "obj"]
+
+
+@dataclass
+class Mesh:
+    """A triangle mesh with per-vertex colours (NumPy, CPU).
+
+    Attributes:
+        vertices: float64 ``[N, 3]`` positions.
+        faces: int64 ``[M, 3]`` vertex indices, counter-clockwise seen from outside (the side
+            of increasing signed distance).
+        colors: uint8 ``[N, 3]`` RGB.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    colors: np.ndarray
+
+    @property
+    def num_vertices(self) -> int:
+        return self.vertices.shape[0]
+
+    @property
+    def num_faces(self) -> int:
+        return self.faces.shape[0]
+
+    def bounds(self) -> np.ndarray:
+        """float64 ``[2, 3]`` (min, max) of the vertices; NaN for an empty mesh."""
+        if self.num_vertices == 0:
+            return np.full((2, 3), np.nan)
+        return np.stack([self.vertices.min(axis=0), self.vertices.max(axis=0)])
+
+
+@dataclass(frozen=True)
+class EdgeReport:
+    """How the faces share their edges.
+
+    Attributes:
+        edges: distinct undirected edges.
+        boundary: edges used by one face (holes, or where the surface leaves the grid).
+        non_manifold: edges used by three or more faces.
+        misoriented: edges used twice in the same direction (neighbouring faces that disagree
+            on which side is outside).
+    """
+
+    edges: int
+    boundary: int
+    non_manifold: int
+    misoriented: int
+
+    @property
+    def watertight(self) -> bool:
+        """Closed and consistently oriented: every edge shared by exactly two faces, once in
+        each direction (and at least one face)."""
+        return self.edges > 0 and self.boundary == self.non_manifold == self.misoriented == 0
+
+
+def edge_report(faces: np.ndarray) -> EdgeReport:
+    """Count the boundary, non-manifold and misoriented edges of ``faces [M, 3]``."""
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    undirected = np.sort(directed, axis=1)
+    _, counts = np.unique(undirected, axis=0, return_counts=True)
+    _, directed_counts = np.unique(directed, axis=0, return_counts=True)
+    return EdgeReport(
+        edges=int(counts.shape[0]),
+        boundary=int((counts == 1).sum()),
+        non_manifold=int((counts > 2).sum()),
+        misoriented=int((directed_counts > 1).sum()),
+    )
+
+
+def weld(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> tuple[Mesh, int]:
+    """Merge bit-identical vertex positions, drop the faces that collapse, drop unused vertices.
+
+    Marching cubes already gives one vertex per crossed grid edge (and `Field.extract` merges
+    the vertices of edges shared by two blocks); coincident positions remain only where a level
+    passes exactly through a grid vertex (``t`` clamped to 0 or 1 on several edges). A merged
+    vertex keeps the colour of its first copy (copies of one grid vertex share its colour).
+
+    Returns:
+        (the welded mesh, the number of vertices merged away).
+    """
+    vertices = np.asarray(vertices)
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    if vertices.shape[0] == 0:
+        return Mesh(vertices.astype(np.float64).reshape(0, 3), faces, colors), 0
+    unique, first, inverse = np.unique(vertices, axis=0, return_index=True, return_inverse=True)
+    merged = vertices.shape[0] - unique.shape[0]
+    faces = inverse.reshape(-1)[faces]
+    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])
+    faces = faces[keep]
+    # Keep the original vertex order (first occurrence) and only referenced vertices.
+    used = np.zeros(unique.shape[0], dtype=bool)
+    used[faces.reshape(-1)] = True
+    order = np.argsort(first, kind="stable")
+    order = order[used[order]]
+    remap = np.full(unique.shape[0], -1, dtype=np.int64)
+    remap[order] = np.arange(order.shape[0])
+    source = first[order]
+    mesh = Mesh(vertices[source].astype(np.float64), remap[faces], colors[source])
+    return mesh, merged
+
+
+@torch.no_grad()
+def extract_mesh(run: SavedRun, level: float = 0.0) -> tuple[Mesh, int]:
+    """The level set `level` (contracted signed-distance units) of `run`, welded, with colours,
+    in normalized scene coordinates. Returns (mesh, vertices merged by `weld`)."""
+    extraction = run.field.extract([level], backend=run.config.model.backend)
+    sh0 = extraction.sh[:, 0, :].float()
+    rgb = (sh0 * SH_C0 + 0.5).clamp(0.0, 1.0)
+    colors = (rgb * 255).round().to(torch.uint8).cpu().numpy()
+    return weld(
+        extraction.positions.cpu().numpy(),
+        extraction.faces.long().cpu().numpy(),
+        colors,
+    )
+
+
+def crop_mesh(mesh: Mesh, radius: float) -> Mesh:
+    """Faces whose three vertices have infinity norm <= `radius`, unused vertices dropped."""
+    inside = np.abs(mesh.vertices).max(axis=1) <= radius
+    faces = mesh.faces[inside[mesh.faces].all(axis=1)]
+    used = np.zeros(mesh.num_vertices, dtype=bool)
+    used[faces.reshape(-1)] = True
+    remap = np.cumsum(used) - 1
+    return Mesh(mesh.vertices[used], remap[faces], mesh.colors[used])
+
+
+# --- writers ------------------------------------------------------------------------------------
+
+
+def write_ply(path: str | Path, mesh: Mesh) -> None:
+    """Binary little-endian PLY: float x, y, z, uchar red, green, blue; int triangles.
+
+    Written atomically (a temporary file renamed into place)."""
+    header = (
+        "ply\nformat binary_little_endian 1.0\ncomment written by meshtryoshka-train\n"
+        f"element vertex {mesh.num_vertices}\n"
+        "property float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\n"
+        f"element face {mesh.num_faces}\nproperty list uchar int vertex_indices\nend_header\n"
+    )
+    vertex = np.zeros(
+        mesh.num_vertices, dtype=[("p", "<f4", (3,)), ("c", "u1", (3,))]
+    )  # 15 bytes, packed
+    vertex["p"] = mesh.vertices
+    vertex["c"] = mesh.colors
+    face = np.zeros(mesh.num_faces, dtype=[("n", "u1"), ("v", "<i4", (3,))])
+    face["n"] = 3
+    face["v"] = mesh.faces
+
+    def write(file) -> None:
+        file.write(header.encode("ascii"))
+        file.write(vertex.tobytes())
+        file.write(face.tobytes())
+
+    write_atomic(Path(path), write)
+
+
+def write_obj(path: str | Path, mesh: Mesh, chunk: int = 1 << 18) -> None:
+    """Wavefront OBJ with vertex colours as ``v x y z r g b`` (r, g, b in [0, 1]; read by
+    MeshLab and Blender) and 1-based ``f a b c``. Written atomically."""
+
+    def write(file) -> None:
+        file.write(b"# written by meshtryoshka-train\n")
+        rgb = mesh.colors.astype(np.float64) / 255.0
+        for start in range(0, mesh.num_vertices, chunk):
+            rows = np.hstack([mesh.vertices[start : start + chunk], rgb[start : start + chunk]])
+            np.savetxt(file, rows, fmt="v %.7g %.7g %.7g %.4g %.4g %.4g")
+        for start in range(0, mesh.num_faces, chunk):
+            np.savetxt(file, mesh.faces[start : start + chunk] + 1, fmt="f %d %d %d")
+
+    write_atomic(Path(path), write)
+
+
+# --- the operation and its command ---------------------------------------------------------------
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    mesh: Mesh
+    edges: EdgeReport
+    level: float
+    merged: int
+    frame: str
+
+
+def default_mesh_path(run: SavedRun, fmt: Format, suffix: str = "") -> Path:
+    """``RUN_DIR/mesh/mesh_step_XXXXXXX[suffix].<fmt>``."""
+    return run.run_dir / "mesh" / f"mesh_step_{run.step:07d}{suffix}.{fmt}"
+
+
+def export_mesh(
+    run: SavedRun,
+    *,
+    level: float = 0.0,
+    output: str | Path | None = None,
+    fmt: Format | None = None,
+    normalized: bool = False,
+    crop: float | None = None,
+    suffix: str = "",
+) -> ExportResult:
+    """Write the level set `level` of `run` as a coloured mesh.
+
+    Args:
+        run: an opened run (`open_run`).
+        level: signed-distance level in contracted units (0 = the surface; the shells of the
+            schedule are `SavedRun.shell_levels`).
+        output: the file; default ``RUN_DIR/mesh/mesh_step_XXXXXXX<suffix>.<fmt>``.
+        fmt: ``"ply"`` or ``"obj"``; None takes the suffix of `output` (default ply).
+        normalized: keep the normalized training coordinates (no dataset needed) instead of
+            the dataset's original ones.
+        crop: keep only faces within ``crop * center_radius`` (infinity norm, normalized
+            coordinates) of the scene centre; None keeps everything.
+    """
+    if fmt is None:
+        fmt = Path(output).suffix.lstrip(".").lower() if output is not None else "ply"
+        fmt = fmt if fmt in ("ply", "obj") else "ply"
+    if fmt not in ("ply", "obj"):
+        raise ValueError(f"fmt must be 'ply' or 'obj', got {fmt!r}")
+    if not math.isfinite(level):
+        raise ValueError(f"level must be a finite number, got {level}")
+    if crop is not None and not crop > 0:
+        raise ValueError(f"crop must be > 0, got {crop}")
+    mesh, merged = extract_mesh(run, level)
+    if crop is not None:
+        mesh = crop_mesh(mesh, crop * run.config.model.center_radius)
+    if not normalized:
+        mesh.vertices = np.asarray(run.dataset.to_world(mesh.vertices), dtype=np.float64)
+    path = Path(output) if output is not None else default_mesh_path(run, fmt, suffix)
+    (write_ply if fmt == "ply" else write_obj)(path, mesh)
+    return ExportResult(
+        path=path,
+        mesh=mesh,
+        edges=edge_report(mesh.faces),
+        level=level,
+        merged=merged,
+        frame="normalized" if normalized else "dataset",
+    )
+
+
+@click.command("export-mesh")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--step", type=int, help="Checkpoint step (default: the newest checkpoint).")
+@click.option(
+    "--shell", type=int, help="Export shell K of the step's schedule (0 = outermost) instead."
+)
+@click.option("--level", type=float, help="Export this signed-distance level (contracted units).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Output file.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["ply", "obj"]),
+    help="File format (default: the output's suffix, else ply).",
+)
+@click.option(
+    "--normalized", is_flag=True, help="Keep normalized training coordinates (no dataset read)."
+)
+@click.option(
+    "--crop",
+    type=float,
+    help="Keep faces within CROP x model.center_radius of the centre (unbounded scenes).",
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def export_mesh_command(
+    run_dir: Path,
+    step: int | None,
+    shell: int | None,
+    level: float | None,
+    output: Path | None,
+    fmt: str | None,
+    normalized: bool,
+    crop: float | None,
+    device: str,
+) -> None:
+    """Write the zero level set (or a shell) of RUN_DIR's newest checkpoint as a coloured mesh.
+
+    The mesh is in the dataset's original coordinates (normalization and, for unbounded
+    scenes, the contraction undone), with per-vertex colours from the degree-0 SH. Default
+    output: RUN_DIR/mesh/mesh_step_XXXXXXX.ply.
+    """
+    from meshtryoshka_data import DatasetError
+
+    from .config import ConfigError
+
+    if shell is not None and level is not None:
+        raise click.UsageError("give --shell or --level, not both")
+    try:
+        run = open_run(run_dir, step=step, device=device)
+    except (RunError, ConfigError) as error:
+        raise click.UsageError(str(error)) from None
+    suffix = ""
+    chosen = 0.0
+    if shell is not None:
+        levels = run.shell_levels()
+        if not 0 <= shell < len(levels):
+            raise click.UsageError(
+                f"--shell must be in 0..{len(levels) - 1} at step {run.step} "
+                f"({len(levels)} shells), got {shell}"
+            )
+        chosen, suffix = levels[shell], f"_shell{shell}"
+    elif level is not None:
+        chosen, suffix = level, f"_level{level:g}"
+    try:
+        result = export_mesh(
+            run,
+            level=chosen,
+            output=output,
+            fmt=fmt,
+            normalized=normalized,
+            crop=crop,
+            suffix=suffix,
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    except DatasetError as error:
+        raise click.ClickException(
+            f"{error} (the dataset is needed to undo its normalization; --normalized skips it)"
+        ) from None
+    mesh, edges = result.mesh, result.edges
+    low, high = mesh.bounds()
+    click.echo(
+        f"step {run.step}, level {result.level:.6g}: {mesh.num_vertices} vertices, "
+        f"{mesh.num_faces} faces ({result.merged} coincident vertices welded)"
+    )
+    click.echo(
+        f"bounds ({result.frame} coordinates): min {_vec(low)} max {_vec(high)}"
+    )
+    if edges.watertight:
+        click.echo("watertight: yes")
+    else:
+        click.echo(
+            f"watertight: no ({edges.boundary} boundary, {edges.non_manifold} non-manifold, "
+            f"{edges.misoriented} misoriented edges)"
+        )
+    click.echo(f"written to {result.path}")
+
+
+def _vec(values: np.ndarray) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
