@@ -192,6 +192,9 @@ class Trainer:
         self.step = 0
         self.batch_generator = torch.Generator().manual_seed(config.train.seed + 1)
         self.elapsed = 0.0
+        #: called after every step as ``hook(trainer, stats)``; a hook may return seconds it
+        #: spent waiting (e.g. a paused viewer), which the steps/s rate leaves out
+        self.step_hooks: list[Callable[[Trainer, dict], float | None]] = []
         state = load_latest_checkpoint(self.run_dir) if resume else None
         if resume and state is None:
             self.echo(f"no checkpoint in {self.run_dir}: starting from step 0")
@@ -409,6 +412,8 @@ class Trainer:
             stats = self.train_step()
             self.step += 1
             window_steps += 1
+            for hook in self.step_hooks:
+                window_start += hook(self, stats) or 0.0
             if self.step % train.log_interval == 0 or self.step == total:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
