@@ -133,8 +133,7 @@ def weld(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> tuple[M
     unique, first, inverse = np.unique(vertices, axis=0, return_index=True, return_inverse=True)
     merged = vertices.shape[0] - unique.shape[0]
     faces = inverse.reshape(-1)[faces]
-    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])
-    faces = faces[keep]
+    faces = faces[(faces != np.roll(faces, 1, axis=1)).all(axis=1)]
     # Keep the original vertex order (first occurrence) and only referenced vertices.
     used = np.zeros(unique.shape[0], dtype=bool)
     used[faces.reshape(-1)] = True
@@ -370,9 +369,7 @@ def export_mesh_command(
         f"step {run.step}, level {result.level:.6g}: {mesh.num_vertices} vertices, "
         f"{mesh.num_faces} faces ({result.merged} coincident vertices welded)"
     )
-    click.echo(
-        f"bounds ({result.frame} coordinates): min {_vec(low)} max {_vec(high)}"
-    )
+    click.echo(f"bounds ({result.frame} coordinates): min {_vec(low)} max {_vec(high)}")
     if edges.watertight:
         click.echo("watertight: yes")
     else:
