@@ -12,7 +12,7 @@ from slang_rasterizer import Cameras, render
 from .config import ModelConfig
 from .field import Extraction, Field, shell_levels
 
-__all__ = ["OPAQUE_SDF", "Mode", "extract_for_mode", "render_extraction"]
+__all__ = ["OPAQUE_SDF", "Mode", "extract_for_mode", "extract_opaque", "render_extraction"]
 
 Mode = Literal["layered", "surface"]
 
@@ -31,7 +31,16 @@ def extract_for_mode(
         if mode == "layered":
             levels = shell_levels(model.shells.at(step), model.sharpness)
             return field.extract(levels, backend=model.backend)
-        extraction = field.extract([0.0], backend=model.backend)
+        return extract_opaque(field, model, 0.0)
+
+
+def extract_opaque(
+    field: Field, model: ModelConfig, level: float, *, with_grad: bool = False
+) -> Extraction:
+    """The level set `level` alone as an opaque mesh (every vertex gets `OPAQUE_SDF`; render
+    it with alpha_max = 1). Level 0 is the "surface" mode."""
+    with torch.set_grad_enabled(with_grad):
+        extraction = field.extract([level], backend=model.backend)
         extraction.sdf = torch.full_like(extraction.sdf, OPAQUE_SDF)
         return extraction
 
