@@ -110,6 +110,10 @@ def train_one(
             run_dir = run_dir or default_run_dir(config, workspace())
         if resume:
             config = load_saved_config(run_dir / "config.toml", overrides)
+        if config.viewer.enabled:
+            from .viewer import require_viser
+
+            require_viser()  # before the run directory is touched
         config = prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
         console.echo(f"run directory: {run_dir}")
         trainer = Trainer(
@@ -119,6 +123,10 @@ def train_one(
             f"training '{config.experiment}' on {config.dataset.scene} ({trainer.device}): "
             f"{trainer.dataset}, {trainer.field.num_voxels} voxels"
         )
+        if config.viewer.enabled:
+            from .viewer import run_with_viewer
+
+            return run_with_viewer(trainer, console.echo)
         return trainer.run()
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
@@ -294,3 +302,11 @@ main.add_command(doctor.clear_cache_command)
 from . import export  # noqa: E402
 
 main.add_command(export.export_mesh_command)
+
+from . import camera_path  # noqa: E402
+
+main.add_command(camera_path.render_command)
+
+from .viewer import view_command  # noqa: E402
+
+main.add_command(view_command)
