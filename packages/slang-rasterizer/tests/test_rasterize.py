@@ -281,3 +281,39 @@ def test_empty_mesh_gives_misses():
     )
     frags = sr.rasterize(cams, empty)
     assert frags.face_index.shape == (1, 2, 5, 6) and (frags.face_index == -1).all()
+
+
+def brute_force_nearest(cameras, mesh, near=0.01, cull=True):
+    """Nearest face per (camera, shell, pixel) from every face at every pixel: int64 [B,S,H,W]."""
+    h, w = cameras.image_size
+    points = reference.camera_points(cameras, mesh.positions)
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    shells = mesh.face_shells()
+    out = torch.full((cameras.batch_size, mesh.num_shells, h * w), -1, dtype=torch.long)
+    for b in range(cameras.batch_size):
+        k = cameras.intrinsics[b]
+        setup = reference.setup_faces(points[b], mesh.faces.long(), k, (h, w), near, cull)
+        rx, ry = reference._pixel_rays(k, ys.reshape(-1), xs.reshape(-1))
+        _, depth, _, _ = reference.hit_test(setup["normals"], setup["det"], rx, ry)
+        depth[~setup["valid"]] = math.inf
+        for s in range(mesh.num_shells):
+            d = torch.where((shells == s)[:, None], depth, math.inf)
+            first = d.argmin(0)  # the first (smallest) face id among equal minima
+            out[b, s] = torch.where(torch.isfinite(d.min(0).values), first, -1)
+    return out.view(cameras.batch_size, mesh.num_shells, h, w)
+
+
+@pytest.mark.parametrize("pairs, band", [(1 << 20, 1 << 18), (97, 300), (5, 40)])
+def test_nearest_hit_does_not_depend_on_chunking(monkeypatch, pairs, band):
+    # Duplicated faces tie exactly in depth: the smaller face id must win in every chunking.
+    p, f = icosphere(2, 0.5)
+    p = p + 0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0))
+    mesh = shell_mesh([(p, torch.cat([f, f])), (p * 0.8, f)])
+    cams = orbit_cameras(2, 1.6, (24, 30))
+    monkeypatch.setattr(reference, "_PAIRS", pairs)
+    monkeypatch.setattr(reference, "_BAND", band)
+    frags = sr.rasterize(cams, mesh, backend="reference")
+    expected = brute_force_nearest(cams, mesh)
+    assert (expected >= 0).sum() > 500
+    assert torch.equal(frags.face_index.long(), expected)
+    assert (frags.face_index[:, 0][frags.hit[:, 0]] < f.shape[0]).all()  # first copy wins

@@ -1,6 +1,7 @@
 """Pure-PyTorch reference of the rasterizer: the specification the Slang kernels must match.
 
-Runs on CPU and CUDA, vectorized per image tile. The public functions of the same names in
+Runs on CPU and CUDA, vectorized per band of image rows (only the pixels of each face's
+conservative rectangle are tested). The public functions of the same names in
 ``slang_rasterizer`` validate their inputs and dispatch here (``backend="reference"``); these
 functions assume valid inputs.
 
@@ -57,8 +58,8 @@ __all__ = [
 EPS = 1e-5
 """The epsilon of the alpha formula (DESIGN §1)."""
 
-_TILE = 32  # reference tile edge in pixels (the Slang kernels use 16)
-_CHUNK = 1 << 20  # max faces x pixels evaluated at once
+_BAND = 1 << 18  # max pixels of one band of image rows rasterized at once
+_PAIRS = 1 << 20  # about the most (face, pixel) pairs hit-tested at once
 
 # --------------------------------------------------------------------------------------------
 # Geometry
@@ -153,6 +154,28 @@ def _pixel_rays(intrinsics: Tensor, ys: Tensor, xs: Tensor) -> tuple[Tensor, Ten
     return (xs.float() + 0.5 - cx) / fx, (ys.float() + 0.5 - cy) / fy
 
 
+def _edge_test(nx, ny, nz, det, rx, ry):
+    """Inside test, depth and barycentrics from broadcastable edge normals and rays.
+
+    nx, ny, nz: [..., 3] components of the three edge normals (edges on the last axis); det,
+    rx, ry: [...] (broadcast against the leading axes). Returns (inside, depth (inf outside),
+    l1, l2), each of the broadcast leading shape.
+    """
+    e = rx[..., None] * nx + ry[..., None] * ny + nz  # [..., 3]
+    positive = det > 0
+    pos3 = positive[..., None]
+    mx, my = torch.where(pos3, nx, -nx), torch.where(pos3, ny, -ny)  # inward normal
+    tie = (my > 0) | ((my == 0) & (mx > 0))
+    strictly = torch.where(pos3, e > 0, e < 0)
+    inside_edges = strictly | ((e == 0) & tie)
+    e0, e1, e2 = e.unbind(-1)
+    total = (e0 + e1) + e2
+    inside = inside_edges.all(dim=-1) & torch.where(positive, total > 0, total < 0)
+    safe = torch.where(inside, total, torch.ones_like(total))
+    depth = torch.where(inside, det / safe, torch.full_like(total, math.inf))
+    return inside, depth, e1 / safe, e2 / safe
+
+
 def hit_test(normals: Tensor, det: Tensor, rx: Tensor, ry: Tensor):
     """Inside test, depth and barycentrics of F faces at P pixel rays.
 
@@ -160,58 +183,81 @@ def hit_test(normals: Tensor, det: Tensor, rx: Tensor, ry: Tensor):
         normals: [F, 3, 3]; det: [F]; rx, ry: [P].
     Returns (inside bool [F, P], depth [F, P] (inf outside), l1 [F, P], l2 [F, P]).
     """
-    nx, ny, nz = normals[..., 0, None], normals[..., 1, None], normals[..., 2, None]  # [F, 3, 1]
-    e = rx * nx + ry * ny + nz  # [F, 3, P]
-    positive = (det > 0)[:, None, None]  # [F, 1, 1]
-    mx, my = torch.where(positive, nx, -nx), torch.where(positive, ny, -ny)  # inward normal
-    tie = (my > 0) | ((my == 0) & (mx > 0))
-    strictly = torch.where(positive, e > 0, e < 0)
-    inside_edges = strictly | ((e == 0) & tie)
-    total = (e[:, 0] + e[:, 1]) + e[:, 2]
-    inside = inside_edges.all(dim=1) & torch.where(positive[:, 0], total > 0, total < 0)
-    safe = torch.where(inside, total, torch.ones_like(total))
-    depth = torch.where(inside, det[:, None] / safe, torch.full_like(total, math.inf))
-    return inside, depth, e[:, 1] / safe, e[:, 2] / safe
+    n = normals[:, None]  # [F, 1, 3 edges, 3]
+    return _edge_test(n[..., 0], n[..., 1], n[..., 2], det[:, None], rx[None], ry[None])
 
 
-def _nearest_in_tile(setup, shells: Tensor, num_shells: int, cand: Tensor, rx, ry):
-    """Nearest face per shell at P pixels among candidate faces ``cand`` (increasing ids).
+def _band_rows(width: int) -> int:
+    """Image rows processed at once: at most ``_BAND`` pixels (at least one row)."""
+    return max(1, _BAND // max(width, 1))
 
-    Returns face int64 [S, P] (-1 on a miss), l1 and l2 float32 [S, P].
+
+def _nearest_in_band(setup, shells, num_shells, k, y0, y1, width):
+    """Nearest face per shell at every pixel of rows ``[y0, y1)`` (full width).
+
+    Only the (face, pixel) pairs inside each face's conservative pixel rectangle are tested,
+    in chunks of about ``_PAIRS`` pairs in increasing face order. Returns face int64
+    [S, P] (-1 on a miss), l1 and l2 float32 [S, P], P = (y1 - y0) * width pixels.
     """
-    p = rx.shape[0]
-    best_depth = torch.full((num_shells, p), math.inf, device=rx.device)
-    best_face = torch.full((num_shells, p), -1, dtype=torch.long, device=rx.device)
-    best_l1 = torch.zeros((num_shells, p), device=rx.device)
-    best_l2 = torch.zeros((num_shells, p), device=rx.device)
-    step = max(1, _CHUNK // max(p, 1))
-    for start in range(0, cand.shape[0], step):
-        ids = cand[start : start + step]
-        f = ids.shape[0]
-        inside, depth, l1, l2 = hit_test(setup["normals"][ids], setup["det"][ids], rx, ry)
-        index = shells[ids][:, None].expand(f, p)
-        chunk_depth = torch.full_like(best_depth, math.inf).scatter_reduce(0, index, depth, "amin")
-        # Smallest row (= smallest face id) reaching the minimum depth of its shell.
-        rows = torch.arange(f, device=rx.device)[:, None].expand(f, p)
-        is_min = inside & (depth == chunk_depth.gather(0, index))
-        rows = torch.where(is_min, rows, f)
-        chunk_row = torch.full_like(best_face, f).scatter_reduce(0, index, rows, "amin")
+    device = setup["det"].device
+    p = (y1 - y0) * width
+    best_depth = torch.full((num_shells * p,), math.inf, device=device)
+    best_face = torch.full((num_shells * p,), -1, dtype=torch.long, device=device)
+    best_l1 = torch.zeros(num_shells * p, device=device)
+    best_l2 = torch.zeros(num_shells * p, device=device)
+    rect = setup["rect"]
+    ids = torch.nonzero(setup["valid"] & (rect[:, 2] < y1) & (rect[:, 3] >= y0))[:, 0]
+    if ids.numel() == 0:
+        return best_face.view(num_shells, p), best_l1.view(num_shells, p), best_l2.view(-1, p)
+    r = rect[ids]
+    top, bottom = r[:, 2].clamp(min=y0), r[:, 3].clamp(max=y1 - 1)
+    cols = r[:, 1] - r[:, 0] + 1
+    counts = cols * (bottom - top + 1)
+    ends = torch.cumsum(counts, 0)
+    # Chunk boundaries: consecutive faces whose pairs add up to about _PAIRS.
+    group = torch.div(ends - counts, _PAIRS, rounding_mode="floor")
+    bounds = torch.nonzero(torch.diff(group, prepend=group[:1] - 1))[:, 0].tolist()
+    bounds.append(ids.numel())
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):
+        c = counts[lo:hi]
+        q = int(c.sum())
+        local = torch.repeat_interleave(torch.arange(hi - lo, device=device), c, output_size=q)
+        offset = torch.arange(q, device=device) - (torch.cumsum(c, 0) - c)[local]
+        row = local + lo
+        xs = r[row, 0] + offset % cols[row]
+        ys = top[row] + torch.div(offset, cols[row], rounding_mode="floor")
+        face = ids[row]
+        rx, ry = _pixel_rays(k, ys, xs)
+        n = setup["normals"][face]  # [Q, 3, 3]
+        inside, depth, l1, l2 = _edge_test(
+            n[..., 0], n[..., 1], n[..., 2], setup["det"][face], rx, ry
+        )
+        key = shells[face] * p + (ys - y0) * width + xs
+        chunk_depth = torch.full_like(best_depth, math.inf).scatter_reduce(0, key, depth, "amin")
+        # Pairs are in increasing face order: the smallest pair index reaching the minimum
+        # depth of its (shell, pixel) is the smallest face id.
+        pair = torch.arange(q, device=device)
+        is_min = inside & (depth == chunk_depth[key])
+        chunk_pair = torch.full_like(best_face, q).scatter_reduce(
+            0, key, torch.where(is_min, pair, q), "amin"
+        )
         # Earlier chunks hold smaller face ids, so they keep ties.
-        take = (chunk_row < f) & (chunk_depth < best_depth)
-        row = chunk_row.clamp(max=f - 1)
+        take = (chunk_pair < q) & (chunk_depth < best_depth)
+        sel = chunk_pair.clamp(max=q - 1)
         best_depth = torch.where(take, chunk_depth, best_depth)
-        best_face = torch.where(take, ids[row], best_face)
-        best_l1 = torch.where(take, l1.gather(0, row), best_l1)
-        best_l2 = torch.where(take, l2.gather(0, row), best_l2)
-    return best_face, best_l1, best_l2
+        best_face = torch.where(take, face[sel], best_face)
+        best_l1 = torch.where(take, l1[sel], best_l1)
+        best_l2 = torch.where(take, l2[sel], best_l2)
+    shape = (num_shells, p)
+    return best_face.view(shape), best_l1.view(shape), best_l2.view(shape)
 
 
 def tile_hits(cameras: Cameras, mesh: ShellMesh, near: float, cull_backfaces: bool):
-    """Yield the nearest hit per shell for every image tile of every camera.
+    """Yield the nearest hit per shell for every band of image rows of every camera.
 
     Yields ``(b, y0, y1, x0, x1, face, bary)`` with face int64 [S, h, w] (-1 on a miss) and bary
-    float32 [S, h, w, 2] for pixels ``[y0:y1, x0:x1]`` of camera b. Yields nothing for an
-    empty mesh (every pixel misses).
+    float32 [S, h, w, 2] for pixels ``[y0:y1, x0:x1]`` of camera b (a band of whole rows:
+    ``x0 = 0``, ``x1 = W``). Yields nothing for an empty mesh (every pixel misses).
     """
     if mesh.faces.shape[0] == 0 or mesh.num_shells == 0:
         return
@@ -220,28 +266,16 @@ def tile_hits(cameras: Cameras, mesh: ShellMesh, near: float, cull_backfaces: bo
     faces = mesh.faces.long()
     shells = mesh.face_shells()
     points = camera_points(cameras, mesh.positions)
-    device = mesh.device
+    rows = _band_rows(w)
     for b in range(cameras.batch_size):
         k = cameras.intrinsics[b]
         setup = setup_faces(points[b], faces, k, (h, w), near, cull_backfaces)
-        valid = setup["valid"]
-        rect = setup["rect"]
-        for y0 in range(0, h, _TILE):
-            y1 = min(y0 + _TILE, h)
-            rows = valid & (rect[:, 2] < y1) & (rect[:, 3] >= y0)
-            for x0 in range(0, w, _TILE):
-                x1 = min(x0 + _TILE, w)
-                cand = torch.nonzero(rows & (rect[:, 0] < x1) & (rect[:, 1] >= x0))[:, 0]
-                ys, xs = torch.meshgrid(
-                    torch.arange(y0, y1, device=device),
-                    torch.arange(x0, x1, device=device),
-                    indexing="ij",
-                )
-                rx, ry = _pixel_rays(k, ys.reshape(-1), xs.reshape(-1))
-                face, l1, l2 = _nearest_in_tile(setup, shells, s, cand, rx, ry)
-                shape = (s, y1 - y0, x1 - x0)
-                bary = torch.stack([l1, l2], dim=-1).reshape(*shape, 2)
-                yield b, y0, y1, x0, x1, face.reshape(shape), bary
+        for y0 in range(0, h, rows):
+            y1 = min(y0 + rows, h)
+            face, l1, l2 = _nearest_in_band(setup, shells, s, k, y0, y1, w)
+            shape = (s, y1 - y0, w)
+            bary = torch.stack([l1, l2], dim=-1).reshape(*shape, 2)
+            yield b, y0, y1, 0, w, face.reshape(shape), bary
 
 
 def rasterize(
