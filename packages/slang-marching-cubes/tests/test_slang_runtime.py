@@ -127,6 +127,45 @@ def test_parse_slang_kernels_reads_attributes_comments_and_modifiers():
     }
 
 
+def test_parse_slang_kernels_accepts_access_modifiers():
+    source = """
+    [CudaKernel] public void a(TensorView<float> x, int n) { }
+    [CudaKernel]
+    [Differentiable]
+    internal static void b(DiffTensorView x) { }
+    [CudaKernel] public [Differentiable] void c() { }
+    public void not_a_kernel(TensorView<float> x) { }
+    """
+    assert rt.parse_slang_kernels({"a.slang": source}) == {
+        "a": [rt.Param("x", "tensor", "float32"), rt.Param("n", "int")],
+        "b": [rt.Param("x", "diff", "float32")],
+        "c": [],
+    }
+
+
+@needs_slangc
+def test_public_kernels_compile_into_the_kernel_table(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "public_kernels.slang").write_text(
+        "[CudaKernel] public void scale_by(TensorView<float> x, float s, uint n)\n"
+        "{\n"
+        "    uint i = (cudaBlockIdx() * cudaBlockDim() + cudaThreadIdx()).x;\n"
+        "    if (i < n) x[i] = x[i] * s;\n"
+        "}\n"
+    )
+    module = rt.SlangModule(package=PACKAGE, entry=src / "public_kernels.slang")
+    (tmp_path / "work").mkdir()
+    _, table, _ = module.emit_cuda(tmp_path / "work")
+    assert table == {
+        "scale_by": [
+            rt.Param("x", "tensor", "float32"),
+            rt.Param("s", "float"),
+            rt.Param("n", "uint"),
+        ]
+    }
+
+
 @pytest.mark.parametrize(
     ("declaration", "message"),
     [
@@ -346,6 +385,243 @@ def test_launch_dims():
         rt.check_launch_dims("k", (1, 1), (1, 1, 1))
 
 
+def test_quick_launch_dims_agrees_with_check_launch_dims():
+    cases = [
+        ((1, 1, 1), (256, 1, 1)),
+        ((0, 1, 1), (256, 1, 1)),
+        ((5, 0, 2), (16, 16, 1)),
+        ((2**31 - 1, 65535, 65535), (1024, 1, 1)),
+        ([3, 1, 1], [32, 1, 1]),
+    ]
+    for grid, block in cases:
+        assert rt.quick_launch_dims("k", grid, block) == rt.check_launch_dims(
+            "k", tuple(grid), tuple(block)
+        )
+    bad = [
+        ((2**31, 1, 1), (256, 1, 1), "is too large"),
+        ((1, 65536, 1), (256, 1, 1), "is too large"),
+        ((-1, 1, 1), (256, 1, 1), "must not be negative"),
+        ((1, 1, 1), (64, 32, 1), "must be positive"),
+        ((1, 1, 1), (1, 1, 65), "must be positive"),
+        ((1, 1), (1, 1, 1), "grid must be 3 ints"),
+        ((1.0, 1, 1), (1, 1, 1), "grid must be 3 ints"),
+    ]
+    for grid, block, message in bad:
+        with pytest.raises(ValueError, match=message):
+            rt.quick_launch_dims("k", grid, block)
+
+
+# ----------------------------------------------------------------------------------------------
+# KernelLauncher: the cached argument layout of the launch path
+
+
+def _launcher_bytes(launcher: rt.KernelLauncher) -> list[bytes]:
+    """The bytes each pointer of the launcher's pointer array points at, per parameter."""
+    sizes = {"tensor": 56, "diff": 112, "int": 4, "uint": 4, "float": 4, "bool": 1}
+    return [
+        ctypes.string_at(launcher.pointers[i], sizes[p.kind]) for i, p in enumerate(launcher.params)
+    ]
+
+
+def _ctypes_bytes(packed) -> list[bytes]:
+    return [ctypes.string_at(ctypes.addressof(v), ctypes.sizeof(v)) for v in packed]
+
+
+LAUNCH_CASES = {
+    "affine_fwd": lambda: {
+        "x": torch.zeros(4, 6)[:, ::2],
+        "y": torch.zeros(3, 4).t(),
+        "scale": 0.5,
+        "offset": -3,
+        "negate": True,
+    },
+    "histogram": lambda: {
+        "keys": torch.arange(10, dtype=torch.int64)[::3],
+        "counts": torch.zeros(5, dtype=torch.int32),
+        "num_bins": 2**32 - 1,
+        "num_keys": 0,
+    },
+    "cube_bwd": lambda: {
+        "x": (torch.ones(7), torch.zeros(7)),
+        "y": (torch.ones(2, 3, 1, 1, 2)[:, ::2], torch.zeros(2, 2, 1, 1, 2)),
+    },
+}
+
+
+@pytest.mark.parametrize("kernel", sorted(LAUNCH_CASES))
+def test_launcher_packs_the_same_bytes_as_pack_arguments(kernel):
+    params = PROBE_TABLE[kernel]
+    launcher = rt.KernelLauncher(kernel, params, require_cuda=False)
+    for _ in range(2):  # the buffer is reused: the second fill must not keep stale bytes
+        kwargs = LAUNCH_CASES[kernel]()
+        assert launcher._quick_values(kwargs) is not None  # the quick path, not the fallback
+        assert launcher.pack(kwargs) == -1  # CPU tensors
+        expected = _ctypes_bytes(rt.pack_arguments(kernel, params, kwargs, require_cuda=False))
+        assert _launcher_bytes(launcher) == expected
+
+
+def test_launcher_layout_aligns_every_parameter():
+    params = [
+        rt.Param("flag", "bool"),
+        rt.Param("t", "tensor", "float32"),
+        rt.Param("n", "int"),
+        rt.Param("d", "diff", "float32"),
+        rt.Param("b", "bool"),
+        rt.Param("f", "float"),
+    ]
+    launcher = rt.KernelLauncher("k", params, require_cuda=False)
+    assert launcher.offsets == (0, 8, 64, 72, 184, 188)
+    base = ctypes.addressof(launcher.buffer)
+    assert [p - base for p in launcher.pointers] == list(launcher.offsets)
+    kwargs = {
+        "flag": True,
+        "t": torch.zeros(2, 3),
+        "n": -7,
+        "d": (torch.zeros(4), torch.ones(4)),
+        "b": False,
+        "f": 2.5,
+    }
+    launcher.pack(kwargs)
+    expected = _ctypes_bytes(rt.pack_arguments("k", params, kwargs, require_cuda=False))
+    assert _launcher_bytes(launcher) == expected
+
+
+def test_launcher_falls_back_for_values_the_quick_path_does_not_take():
+    import numpy as np
+
+    params = PROBE_TABLE["affine_fwd"]
+    launcher = rt.KernelLauncher("affine_fwd", params, require_cuda=False)
+    kwargs = {
+        "x": torch.zeros(3),
+        "y": torch.zeros(3),
+        "scale": np.float32(0.25),
+        "offset": np.int64(4),
+        "negate": np.bool_(True),
+    }
+    assert launcher._quick_values(kwargs) is None
+    launcher.pack(kwargs)
+    expected = _ctypes_bytes(rt.pack_arguments("affine_fwd", params, kwargs, require_cuda=False))
+    assert _launcher_bytes(launcher) == expected
+    diff = rt.KernelLauncher("cube_bwd", PROBE_TABLE["cube_bwd"], require_cuda=False)
+    pair = [torch.ones(2), torch.zeros(2)]  # a list, not a tuple: the slow path packs it
+    diff.pack({"x": pair, "y": pair})
+    expected = rt.pack_arguments("cube_bwd", diff.params, {"x": pair, "y": pair}, False)
+    assert _launcher_bytes(diff) == _ctypes_bytes(expected)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"x": None}, "affine_fwd: argument x must be a float32 tensor, got NoneType"),
+        (
+            {"x": torch.zeros(2, 2, dtype=torch.float64)},
+            "argument x must be a float32 tensor, got float64",
+        ),
+        ({"x": torch.zeros(2, 2)}, "argument x must be on a CUDA device, got a cpu tensor"),
+        ({"y": FakeTensor((1,) * 6, (1,) * 6, 4)}, "argument y has 6 dimensions"),
+        ({"scale": torch.tensor(1.0)}, "argument scale must be a Python float, got Tensor"),
+        ({"scale": True}, "argument scale must be a Python float, got bool"),
+        ({"offset": 1.5}, "argument offset must be a Python int, got float"),
+        ({"offset": True}, "argument offset must be a Python int, got bool"),
+        ({"offset": 2**31}, "argument offset=2147483648 does not fit a int"),
+        ({"negate": 1}, "argument negate must be a bool, got int"),
+        ({"scael": 1.0}, "unknown argument\\(s\\) scael"),
+    ],
+)
+def test_launcher_raises_what_check_arguments_raises(changes, message):
+    launcher = rt.KernelLauncher("affine_fwd", PROBE_TABLE["affine_fwd"])
+    with pytest.raises(ValueError, match=message):
+        launcher.pack(_affine_args(**changes))
+
+
+def test_launcher_range_errors_come_from_the_descriptive_checks():
+    launcher = rt.KernelLauncher("histogram", PROBE_TABLE["histogram"], require_cuda=False)
+    counts = torch.zeros(3, dtype=torch.int32)
+    keys = torch.zeros(4, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"num_bins=-1 does not fit a uint"):
+        launcher.pack({"keys": keys, "counts": counts, "num_bins": -1, "num_keys": 4})
+    with pytest.raises(ValueError, match=r"num_keys=4294967296 does not fit a uint"):
+        launcher.pack({"keys": keys, "counts": counts, "num_bins": 1, "num_keys": 2**32})
+    huge_stride = torch.zeros(1, dtype=torch.int64).as_strided((1,), (2**31,))
+    with pytest.raises(ValueError, match=r"argument keys: size 1 / stride 17179869184 bytes"):
+        launcher.pack({"keys": huge_stride, "counts": counts, "num_bins": 1, "num_keys": 1})
+    huge_size = torch.zeros(1, dtype=torch.int32).expand(2**32)
+    with pytest.raises(ValueError, match=r"argument counts: size 4294967296 / stride 0"):
+        launcher.pack({"keys": keys, "counts": huge_size, "num_bins": 1, "num_keys": 1})
+    with pytest.raises(ValueError, match=r"tensors are on different devices"):
+        other = FakeTensor((2,), (1,), 4, dtype=torch.int32)
+        other.device = torch.device("cuda", 1)
+        launcher.pack({"keys": keys, "counts": other, "num_bins": 1, "num_keys": 1})
+
+
+class _CudaLike:
+    """A CPU tensor that reports itself as a CUDA tensor on device 0 (for the launch path)."""
+
+    is_cuda = True
+    device = torch.device("cuda", 0)
+
+    def __init__(self, tensor):
+        self._t = tensor
+        self.dtype, self.shape = tensor.dtype, tensor.shape
+
+    def get_device(self):
+        return 0
+
+    def stride(self):
+        return self._t.stride()
+
+    def data_ptr(self):
+        return self._t.data_ptr()
+
+    def element_size(self):
+        return self._t.element_size()
+
+
+class _RecordingDriver:
+    def __init__(self):
+        self.launches = []
+        self.current = []
+
+    def make_current(self, device):
+        self.current.append(device)
+
+    def launch_pointers(self, function, grid, block, stream, pointers, name):
+        self.launches.append((function, tuple(grid), tuple(block), stream, name, pointers))
+
+
+def test_launch_path_packs_once_per_kernel_and_launches_on_the_raw_stream(monkeypatch):
+    driver = _RecordingDriver()
+    monkeypatch.setattr(rt._Driver, "get", classmethod(lambda cls: driver))
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda d: 0xABC, raising=False)
+    module = rt.SlangModule(package=PACKAGE, entry=PROBE)
+    module._loader = "nvrtc"
+    module._table = dict(PROBE_TABLE)
+    module._functions = {0: {name: f"fn-{name}" for name in PROBE_TABLE}}
+    monkeypatch.setattr(module, "_ensure_loaded", lambda device: None)
+    x, y = _CudaLike(torch.arange(6.0).reshape(2, 3)), _CudaLike(torch.zeros(3, 2).t())
+    args = {"x": x, "y": y, "scale": 2.0, "offset": 1, "negate": False}
+    module.launch("affine_fwd", (2, 1, 1), (16, 16, 1), **args)
+    launcher = module._launchers["affine_fwd"]
+    module.launch("affine_fwd", [3, 1, 1], (16, 16, 1), **{**args, "offset": 5})
+    assert module._launchers["affine_fwd"] is launcher  # built once
+    assert [launch[:5] for launch in driver.launches] == [
+        ("fn-affine_fwd", (2, 1, 1), (16, 16, 1), 0xABC, "affine_fwd"),
+        ("fn-affine_fwd", (3, 1, 1), (16, 16, 1), 0xABC, "affine_fwd"),
+    ]
+    assert driver.current == [0, 0]
+    offset = ctypes.c_int32.from_address(launcher.pointers[3]).value
+    assert offset == 5 and ctypes.c_float.from_address(launcher.pointers[2]).value == 2.0
+    view = rt.TensorView.from_address(launcher.pointers[1])
+    assert view.data == y.data_ptr() and list(view.strides)[:2] == [4, 8]
+    module.launch("affine_fwd", (0, 1, 1), (16, 16, 1), **args)  # empty grid: checked, no launch
+    assert len(driver.launches) == 2
+    with pytest.raises(ValueError, match="argument negate must be a bool"):
+        module.launch("affine_fwd", (1, 1, 1), (16, 16, 1), **{**args, "negate": 0})
+    with pytest.raises(ValueError, match="block"):
+        module.launch("affine_fwd", (1, 1, 1), (2048, 1, 1), **args)
+    assert len(driver.launches) == 2
+
+
 # ----------------------------------------------------------------------------------------------
 # Cache: location, key, locking
 
@@ -524,6 +800,8 @@ def test_compile_error_carries_message_versions_and_advice(tmp_path):
     assert "runtime_probe.slang" in message
     assert f"torch {torch.__version__}" in message and "GPU sm_90" in message
     assert "SLANG_MARCHING_CUBES_LOADER=slangtorch" in message
+    assert "the reference backend (backend='reference')" in message
+    assert "backend='torch'" not in message
 
 
 def _nvrtc_or_skip() -> rt.Nvrtc:

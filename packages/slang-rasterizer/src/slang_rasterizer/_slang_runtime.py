@@ -46,7 +46,10 @@ How a kernel gets to the GPU (the default loader, ``nvrtc``):
    primary context (the one torch uses) and ``cuLaunchKernel`` runs a kernel on torch's current
    stream. Slang's ``TensorView`` is packed as ``{void* data; uint32 strides[5] (in bytes);
    uint32 sizes[5]; uint32 dimensionCount}``, ``DiffTensorView`` as ``{TensorView primal,
-   diff}``. Every CUresult is checked (RuntimeError with ``cuGetErrorString``).
+   diff}``. Every CUresult is checked (RuntimeError with ``cuGetErrorString``). The argument
+   layout of each kernel is computed on its first launch (``KernelLauncher``: one struct
+   format, one reusable argument buffer and pointer array), so a launch costs a few
+   microseconds of Python.
 
 The fallback loader, ``slangtorch``, copies the .slang sources into the cache (marking each
 ``[CudaKernel]`` with ``[AutoPyBindCUDA]`` so slangtorch binds it), builds them with
@@ -82,6 +85,7 @@ import numbers
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -172,8 +176,12 @@ def _strip_comments(text: str) -> str:
     return re.sub(r"//[^\n]*", "", text)
 
 
+# [CudaKernel], then any further attributes and modifiers (public, internal, static, ...) in any
+# order, then `void name(params)`.
 _SLANG_KERNEL_RE = re.compile(
-    r"\[\s*CudaKernel\s*\]\s*(?:\[[^\]]*\]\s*)*void\s+(\w+)\s*\(([^)]*)\)"
+    r"\[\s*CudaKernel\s*\]\s*"
+    r"(?:(?:\[[^\]]*\]|\b(?:public|internal|private|static|export|inline)\b)\s*)*"
+    r"void\s+(\w+)\s*\(([^)]*)\)"
 )
 _SLANG_PARAM_RE = re.compile(
     r"^(?:(?:in|no_diff|uniform|const)\s+)*([A-Za-z_]\w*)\s*(?:<\s*([^<>]*?)\s*>)?\s+([A-Za-z_]\w*)$"
@@ -428,6 +436,163 @@ def check_launch_dims(kernel: str, grid: Sequence[int], block: Sequence[int]) ->
     return all(d > 0 for d in grid)
 
 
+class KernelLauncher:
+    """The argument block of one kernel, laid out once and refilled on every launch.
+
+    ``cuLaunchKernel`` takes an array of pointers, one per parameter, to the parameter values;
+    it copies the values before it returns, so one buffer per kernel can be reused. The layout
+    of that buffer (a ``TensorView`` is 56 bytes, a ``DiffTensorView`` 112, both 8-aligned;
+    ``int``/``uint``/``float`` 4; ``bool`` 1) is computed here once, as a single ``struct``
+    format, and the pointer array into it is built once. ``pack`` then checks each argument
+    with a few attribute reads (dtype identity, device, dimensions, exact scalar types) and
+    writes every value with one ``struct.pack_into``, whose range checks catch sizes, strides
+    and ints that do not fit. Anything the quick checks do not accept (a wrong or missing
+    argument, numpy scalars, tensor-like objects, a (primal, grad) list) goes through
+    ``pack_arguments``, which raises the descriptive ValueError or packs it the slow way.
+
+    Not thread-safe by itself: hold ``lock`` from ``pack`` until the launch has been issued.
+    """
+
+    def __init__(self, kernel: str, params: Sequence[Param], require_cuda: bool = True):
+        import torch
+
+        self.kernel = kernel
+        self.params = tuple(params)
+        self.require_cuda = require_cuda
+        self.names = frozenset(p.name for p in self.params)
+        self.lock = threading.Lock()
+        parts, offsets, steps, position = ["<"], [], [], 0
+        sizes = {"tensor": (56, 8), "diff": (112, 8), "int": (4, 4), "uint": (4, 4)}
+        sizes.update({"float": (4, 4), "bool": (1, 1)})
+        codes = {"tensor": "Q5I5II4x", "diff": "Q5I5II4xQ5I5II4x", "int": "i", "uint": "I"}
+        codes.update({"float": "f", "bool": "?"})
+        for p in self.params:
+            size, align = sizes[p.kind]
+            pad = -position % align
+            if pad:
+                parts.append(f"{pad}x")
+            position += pad
+            offsets.append(position)
+            parts.append(codes[p.kind])
+            position += size
+            dtype = getattr(torch, p.dtype) if p.dtype else None
+            item = torch.empty((), dtype=dtype).element_size() if dtype is not None else 0
+            steps.append((p.name, p.kind, dtype, item))
+        self.format = struct.Struct("".join(parts))
+        assert self.format.size == position, (self.format.format, position)
+        self.steps = tuple(steps)
+        self.buffer = ctypes.create_string_buffer(max(position, 1))
+        base = ctypes.addressof(self.buffer)
+        self.pointers = (ctypes.c_void_p * max(len(offsets), 1))(*[base + o for o in offsets])
+        self.offsets = tuple(offsets)
+
+    def pack(self, kwargs: Mapping[str, Any]) -> int:
+        """Check ``kwargs`` and write them into ``buffer``; return the tensors' device index.
+
+        Returns -1 when the kernel has no tensor parameters (or, with ``require_cuda=False``,
+        when the tensors are on the CPU). Raises ValueError like ``check_arguments``.
+        """
+        values = self._quick_values(kwargs)
+        if values is not None:
+            try:
+                self.format.pack_into(self.buffer, 0, *values[1])
+                return values[0]
+            except struct.error:
+                pass  # a size, stride or int out of range: let the slow path name it
+        return self._slow_pack(kwargs)
+
+    def _quick_values(self, kwargs: Mapping[str, Any]) -> tuple[int, list] | None:
+        if kwargs.keys() != self.names:
+            return None
+        values: list = []
+        device = None
+        add, extend = values.append, values.extend
+        try:
+            for name, kind, dtype, item in self.steps:
+                value = kwargs[name]
+                if kind == "tensor":
+                    tensors = (value,)
+                elif kind == "diff":
+                    if type(value) is not tuple or len(value) != 2:
+                        return None
+                    tensors = value
+                    if value[0].shape != value[1].shape:
+                        return None
+                else:
+                    kind_type = type(value)
+                    if kind == "float":
+                        if kind_type is not float and kind_type is not int:
+                            return None
+                    elif kind == "bool":
+                        if kind_type is not bool:
+                            return None
+                    elif kind_type is not int:
+                        return None
+                    add(value)
+                    continue
+                for tensor in tensors:
+                    if tensor.dtype is not dtype or (self.require_cuda and not tensor.is_cuda):
+                        return None
+                    index = tensor.get_device()
+                    if device is None:
+                        device = index
+                    elif index != device:
+                        return None
+                    shape = tensor.shape
+                    dims = len(shape)
+                    if dims > _MAX_DIMS:
+                        return None
+                    add(tensor.data_ptr())
+                    extend([stride * item for stride in tensor.stride()])
+                    extend(_ZEROS[dims])
+                    extend(shape)
+                    extend(_ZEROS[dims])
+                    add(dims)
+        except (AttributeError, TypeError):
+            return None
+        return (-1 if device is None else device), values
+
+    def _slow_pack(self, kwargs: Mapping[str, Any]) -> int:
+        packed = pack_arguments(self.kernel, self.params, kwargs, self.require_cuda)
+        base = ctypes.addressof(self.buffer)
+        for offset, value in zip(self.offsets, packed, strict=True):
+            ctypes.memmove(base + offset, ctypes.addressof(value), ctypes.sizeof(value))
+        for p in self.params:
+            value = kwargs[p.name]
+            first = value[0] if p.kind == "diff" else value
+            device = getattr(first, "device", None)
+            if getattr(device, "type", None) == "cuda":
+                return device.index if device.index is not None else -1
+        return -1
+
+
+_ZEROS = tuple((0,) * (_MAX_DIMS - n) for n in range(_MAX_DIMS + 1))
+
+
+def quick_launch_dims(kernel: str, grid: Any, block: Any) -> bool:
+    """``check_launch_dims`` for any 3-sequences, with a shortcut for plain in-range ints."""
+    if type(grid) is tuple and type(block) is tuple and len(grid) == 3 and len(block) == 3:
+        gx, gy, gz = grid
+        bx, by, bz = block
+        if (
+            type(gx) is int
+            and type(gy) is int
+            and type(gz) is int
+            and type(bx) is int
+            and type(by) is int
+            and type(bz) is int
+            and 0 <= gx < 2**31
+            and 0 <= gy <= 65535
+            and 0 <= gz <= 65535
+            and bx > 0
+            and by > 0
+            and 0 < bz <= 64
+            and bx * by * bz <= 1024
+        ):
+            return gx > 0 and gy > 0 and gz > 0
+    return check_launch_dims(kernel, tuple(grid), tuple(block))
+
+
 # ----------------------------------------------------------------------------------------------
 # Tools: slangc, NVRTC, the CUDA driver
 
@@ -680,6 +845,7 @@ class _Driver:
         return functions
 
     def launch(self, function, grid, block, stream: int, args: Sequence[Any], what: str) -> None:
+        """Launch with ``args`` given as ctypes values (one pointer array built per call)."""
         pointers = (ctypes.c_void_p * max(len(args), 1))(
             *[ctypes.cast(ctypes.pointer(a), ctypes.c_void_p) for a in args]
         )
@@ -687,6 +853,14 @@ class _Driver:
             function, *grid, *block, 0, ctypes.c_void_p(stream), pointers, None
         )
         self.check(rc, what)
+
+    def launch_pointers(self, function, grid, block, stream: int, pointers, name: str) -> None:
+        """Launch with a prepared array of pointers to the parameter values."""
+        gx, gy, gz = grid
+        bx, by, bz = block
+        rc = self.lib.cuLaunchKernel(function, gx, gy, gz, bx, by, bz, 0, stream, pointers, None)
+        if rc:
+            self.check(rc, f"launch {name}{tuple(grid)}x{tuple(block)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -827,7 +1001,11 @@ class SlangModule:
         self._table: dict[str, list[Param]] | None = None
         self._info: dict[str, Any] = {}
         self._functions: dict[int, dict[str, Any]] = {}  # nvrtc: device -> {name: CUfunction}
+        self._launchers: dict[str, KernelLauncher] = {}  # nvrtc: name -> argument packer
         self._slangtorch_module: Any = None
+        self._torch: Any = None
+        self._driver: _Driver | None = None
+        self._raw_stream: Callable[[int], int] | None = None
 
     # -- paths and keys ------------------------------------------------------------------------
 
@@ -1036,7 +1214,36 @@ class SlangModule:
 
         grid, block: 3 ints each (blocks per grid, threads per block). A grid with a zero
         dimension is a no-op after the arguments are checked. Asynchronous; returns None.
+        The nvrtc loader packs arguments through a per-kernel ``KernelLauncher`` (layout and
+        buffers made on the kernel's first launch), so a launch costs a few microseconds of
+        Python.
         """
+        launcher = self._launchers.get(name)
+        if launcher is None:
+            launcher = self._first_launch(name, grid, block, kwargs)
+            if launcher is None:  # the slangtorch loader launched it
+                return
+        with launcher.lock:
+            device = launcher.pack(kwargs)
+            if not quick_launch_dims(name, grid, block):
+                return
+            torch = self._torch
+            if device < 0:
+                device = torch.cuda.current_device()
+            functions = self._functions.get(device)
+            if functions is None:
+                self._ensure_loaded(device)
+                functions = self._functions[device]
+            driver = self._driver
+            driver.make_current(device)
+            driver.launch_pointers(
+                functions[name], grid, block, self._raw_stream(device), launcher.pointers, name
+            )
+
+    def _first_launch(
+        self, name: str, grid: Sequence[int], block: Sequence[int], kwargs: Mapping[str, Any]
+    ) -> KernelLauncher | None:
+        """Load the kernels, check the name; slangtorch: launch, return None; else a launcher."""
         grid, block = tuple(grid), tuple(block)
         non_empty = check_launch_dims(name, grid, block)
         device = self._device_index(kwargs)
@@ -1049,27 +1256,22 @@ class SlangModule:
         params = self._table[name]
         if self._loader == "slangtorch":
             check_arguments(name, params, kwargs)
-            if not non_empty:
-                return
-            args = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-            getattr(self._slangtorch_module, name)(**args).launchRaw(blockSize=block, gridSize=grid)
-            return
-        packed = pack_arguments(name, params, kwargs)
-        if not non_empty:
-            return
+            if non_empty:
+                args = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+                module = self._slangtorch_module
+                getattr(module, name)(**args).launchRaw(blockSize=block, gridSize=grid)
+            return None
         import torch
 
-        driver = _Driver.get()
-        driver.make_current(device)
-        stream = torch.cuda.current_stream(device).cuda_stream
-        driver.launch(
-            self._functions[device][name],
-            grid,
-            block,
-            stream,
-            packed,
-            f"launch {name}{grid}x{block}",
-        )
+        self._torch = torch
+        self._driver = _Driver.get()
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+        if raw is not None:
+            self._raw_stream = raw
+        else:  # pragma: no cover - older torch
+            self._raw_stream = lambda device: torch.cuda.current_stream(device).cuda_stream
+        with self._lock:
+            return self._launchers.setdefault(name, KernelLauncher(name, params))
 
     # -- loading -------------------------------------------------------------------------------
 
