@@ -4,8 +4,8 @@ CPU (no GPU needed): the per-launch Python work for the parameter list of ``mc_w
 (12 tensors, 5 ints; the largest kernel of the extraction) and of the runtime's probe kernel
 ``affine_fwd`` (2 tensors, 3 scalars), packed two ways:
 
-- ``per call``: what the runtime did before the launcher cache: ``pack_arguments`` (full validation, one ctypes
-  structure per argument) and a fresh pointer array;
+- ``per call``: what the runtime did before the launcher cache: ``pack_arguments`` (full
+  validation, one ctypes structure per argument) and a fresh pointer array;
 - ``cached``: ``KernelLauncher.pack`` (layout, buffer and pointer array made once per kernel,
   quick checks, one ``struct.pack_into``).
 
