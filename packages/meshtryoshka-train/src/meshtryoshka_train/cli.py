@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -65,10 +66,15 @@ class TrainGroup(click.Group):
 
 
 class Console:
-    """Event lines on stdout; the progress line rewritten in place on a terminal."""
+    """Event lines on stdout; on a terminal, the progress line (with a bar) is rewritten in place.
 
-    def __init__(self) -> None:
-        self.interactive = sys.stdout.isatty()
+    interactive: rewrite the progress line in place (default: stdout is a terminal).
+    width: terminal columns (default: measured at each line).
+    """
+
+    def __init__(self, interactive: bool | None = None, width: int | None = None) -> None:
+        self.interactive = sys.stdout.isatty() if interactive is None else interactive
+        self.width = width
         self.open_line = False
 
     def echo(self, text: str) -> None:
@@ -77,12 +83,25 @@ class Console:
             self.open_line = False
         click.echo(text)
 
-    def progress(self, text: str) -> None:
-        if self.interactive:
-            click.echo("\r" + text + "\x1b[K", nl=False)
-            self.open_line = True
-        else:
+    def progress(self, step: int, total: int, text: str) -> None:
+        """The progress line of `step` of `total` steps; `text` holds loss, PSNR, faces, rate."""
+        if not self.interactive:
             click.echo(text)
+            return
+        columns = self.width or shutil.get_terminal_size().columns
+        click.echo("\r" + progress_line(step, total, text, columns) + "\x1b[K", nl=False)
+        self.open_line = True
+
+
+def progress_line(step: int, total: int, text: str, columns: int) -> str:
+    """``[#####-----]  50% <text>``, cut to fit `columns - 1` characters (a line that wraps
+    cannot be rewritten in place); the bar shrinks first and is left out below 10 cells."""
+    fraction = min(max(step / total, 0.0), 1.0) if total > 0 else 1.0
+    cells = min(30, columns - 1 - len(text) - 8)
+    if cells >= 10:
+        filled = int(fraction * cells)
+        text = f"[{'#' * filled}{'-' * (cells - filled)}] {fraction * 100:3.0f}% {text}"
+    return text[: max(columns - 1, 1)]
 
 
 def workspace() -> Path:
@@ -97,10 +116,24 @@ def train_one(
     resume: bool,
     overwrite: bool,
     console: Console,
+    resume_command: str | None = None,
 ):
-    """Train one run (the body of the bare command and of `train-all`)."""
+    """Train one run (the body of the bare command and of `train-all`).
+
+    Exits with status 1 (diverged, out of memory, bad data), 2 (bad configuration or command
+    line), 130 (Ctrl-C) or 143 (SIGTERM); an interruption prints what was kept and
+    `resume_command` (default: ``meshtryoshka-train --resume --run-dir RUN_DIR``).
+    """
     from .config import load_saved_config
-    from .trainer import Trainer, TrainingDiverged, default_run_dir, prepare_run_dir
+    from .trainer import (
+        OUT_OF_MEMORY,
+        Trainer,
+        TrainingDiverged,
+        TrainingInterrupted,
+        TrainingOutOfMemory,
+        default_run_dir,
+        prepare_run_dir,
+    )
 
     if experiment is None and not (resume and run_dir is not None):
         raise click.UsageError("give --experiment NAME (or --resume with --run-dir RUN_DIR)")
@@ -109,6 +142,11 @@ def train_one(
             config = load_config(experiment, overrides)
             run_dir = run_dir or default_run_dir(config, workspace())
         if resume:
+            if not (run_dir / "config.toml").is_file():
+                raise ConfigError(
+                    f"cannot resume: {run_dir} has no config.toml (not a run directory); "
+                    "start it without --resume"
+                )
             config = load_saved_config(run_dir / "config.toml", overrides)
         if config.viewer.enabled:
             from .viewer import require_viser
@@ -130,9 +168,33 @@ def train_one(
         return trainer.run()
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
-    except (TrainingDiverged, DatasetError) as error:
+    except (TrainingDiverged, TrainingOutOfMemory, DatasetError) as error:
         console.echo("")
         raise click.ClickException(str(error)) from None
+    except OUT_OF_MEMORY as error:  # before training: loading the images, building the grid
+        console.echo("")
+        raise click.ClickException(
+            f"out of GPU memory while setting up the run ({str(error).strip()[:200]}). Try "
+            "dataset.device=cpu (training images in CPU memory), a lower model.resolution, or "
+            "a smaller experiment, e.g. --experiment mip360_24gb (made for 24 GB GPUs)"
+        ) from None
+    except TrainingInterrupted as stopped:
+        command = resume_command or f"meshtryoshka-train --resume --run-dir {run_dir}"
+        console.echo(f"{stopped}. Resume with: {command}")
+        sys.exit(128 + stopped.signal)
+    except KeyboardInterrupt:
+        from .checkpoint import list_checkpoints
+
+        command = resume_command or f"meshtryoshka-train --resume --run-dir {run_dir}"
+        kept = list_checkpoints(run_dir) if run_dir is not None else []
+        if kept:
+            what = f"the newest checkpoint is {kept[-1]}; steps after it are lost"
+        else:
+            what = "no checkpoint was written"
+        console.echo(f"interrupted (Ctrl-C): stopped at once; {what}.")
+        if kept:
+            console.echo(f"Resume with: {command}")
+        sys.exit(130)
 
 
 @click.group(cls=TrainGroup, invoke_without_command=True)
@@ -146,7 +208,9 @@ def train_one(
     type=click.Path(path_type=Path),
     help="Output folder (default: $WORKSPACE/<experiment>/<scene>, WORKSPACE=./workspace).",
 )
-@click.option("--resume", is_flag=True, help="Continue the run from its newest checkpoint.")
+@click.option(
+    "--resume", is_flag=True, help="Continue the run (its config.toml) from its newest checkpoint."
+)
 @click.option("--overwrite", is_flag=True, help="Delete an existing run directory first.")
 @click.version_option(__version__, prog_name="meshtryoshka-train")
 @click.pass_context
@@ -163,6 +227,10 @@ def main(
     `meshtryoshka-train --experiment mip360 dataset.scene=bicycle model.render_mode=explicit`.
     Outputs go to $WORKSPACE/<experiment>/<scene> (WORKSPACE defaults to ./workspace):
     config.toml, metrics.jsonl, checkpoints/ and eval/ (test PSNR/SSIM and renders).
+
+    Ctrl-C finishes the current step, writes its checkpoint and exits (status 130); a second
+    Ctrl-C stops at once. `--resume` (with --experiment, or --run-dir RUN_DIR) continues from
+    the newest checkpoint, exactly as if never stopped; overrides given with it are kept.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -178,34 +246,43 @@ def main(
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--split", default="test", show_default=True, help="Dataset split to evaluate.")
+@click.option("--step", type=int, help="Evaluate this checkpoint (default: the newest).")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Render device (auto: CUDA when available).",
+)
 @click.option("--no-images", is_flag=True, help="Write metrics.json only, no PNG renders.")
-def eval_command(run_dir: Path, split: str, no_images: bool) -> None:
-    """PSNR and SSIM of the "layered" and "surface" renders of RUN_DIR's newest checkpoint.
+def eval_command(run_dir: Path, split: str, step: int | None, device: str, no_images: bool) -> None:
+    """PSNR and SSIM of the "layered" and "surface" renders of a checkpoint of RUN_DIR.
 
-    Writes RUN_DIR/eval/step_XXXXXXX/metrics.json (means and per image) and, unless
-    --no-images, layered/*.png and surface/*.png.
+    "layered" composites all the shells (the training render); "surface" renders the zero
+    level set as an opaque mesh. Writes RUN_DIR/eval/step_XXXXXXX/ (suffixed _<split> for a
+    split other than test): metrics.json (means and per image) and, unless --no-images,
+    layered/*.png and surface/*.png.
     """
-    from .config import load_saved_config
     from .evaluate import evaluate
-    from .trainer import Trainer
+    from .saved_run import RunError, open_run
 
-    if not (run_dir / "config.toml").is_file():
-        raise click.UsageError(f"{run_dir} is not a run directory (no config.toml)")
     try:
-        config = load_saved_config(run_dir / "config.toml")
-        trainer = Trainer(config, run_dir, resume=True, echo=lambda _: None)
-    except ConfigError as error:
+        run = open_run(run_dir, step=step, device=device)
+        dataset = run.dataset
+    except (RunError, ConfigError) as error:
         raise click.UsageError(str(error)) from None
     except DatasetError as error:
         raise click.ClickException(str(error)) from None
-    if split not in trainer.dataset.splits or not len(trainer.dataset.splits[split]):
-        raise click.UsageError(f"split '{split}' is empty or unknown for this dataset")
-    out_dir = run_dir / "eval" / f"step_{trainer.step:07d}"
+    if split not in dataset.splits or not len(dataset.splits[split]):
+        known = ", ".join(f"{k} ({len(v)})" for k, v in dataset.splits.items())
+        raise click.UsageError(f"--split {split!r} is empty or unknown; this dataset has {known}")
+    suffix = "" if split == "test" else f"_{split}"
+    out_dir = run_dir / "eval" / f"step_{run.step:07d}{suffix}"
     result = evaluate(
-        trainer.field,
-        trainer.dataset,
-        config,
-        trainer.step,
+        run.field,
+        dataset,
+        run.config,
+        run.step,
         split=split,
         out_dir=None if no_images else out_dir,
     )
@@ -218,7 +295,7 @@ def eval_command(run_dir: Path, split: str, no_images: bool) -> None:
             f"{mode:8s} PSNR {result[mode]['psnr']:.2f} dB  SSIM "
             f"{'n/a' if ssim is None else f'{ssim:.4f}'}  faces {result[mode]['faces']}"
         )
-    click.echo(f"step {trainer.step}, {result['images']} {split} images; written to {out_dir}")
+    click.echo(f"step {run.step}, {result['images']} {split} images; written to {out_dir}")
 
 
 @main.command("train-all", context_settings={"ignore_unknown_options": True})
@@ -233,9 +310,13 @@ def train_all_command(
     """Train every scene the experiment lists under [scenes.*], one after another.
 
     `meshtryoshka-train train-all --experiment mip360` trains the nine Mip-NeRF 360 scenes
-    with their per-scene settings, then prints a table of test PSNRs. A scene whose run
-    already finished (its final evaluation exists) is skipped.
+    with their per-scene settings (e.g. the flowers scene's near plane, in the experiment's
+    [scenes.flowers] table), then prints a table of test PSNRs and writes it to
+    $WORKSPACE/<experiment>/summary.json. A scene whose run already finished (its final
+    evaluation exists) is skipped; after an interruption, --resume continues where it stopped.
     """
+    import shlex
+
     from .config import experiment_scenes
     from .trainer import default_run_dir
 
@@ -250,7 +331,11 @@ def train_all_command(
     if unknown:
         raise click.UsageError(f"unknown scenes {unknown}; '{experiment}' lists {listed}")
     console = Console()
+    again = ["meshtryoshka-train", "train-all", "--experiment", experiment, "--resume"]
+    again += ["--scenes", ",".join(chosen)] if scenes is not None else []
+    resume_command = shlex.join([*again, *overrides])
     table = []
+    summary_path = None
     for scene in chosen:
         scene_overrides = [*overrides, f"dataset.scene={scene}"]
         try:
@@ -258,6 +343,7 @@ def train_all_command(
         except ConfigError as error:
             raise click.UsageError(str(error)) from None
         run_dir = default_run_dir(config, workspace())
+        summary_path = run_dir.parent / "summary.json"
         final = run_dir / "eval" / f"step_{config.train.steps:07d}" / "metrics.json"
         if final.is_file() and not overwrite:
             console.echo(f"{scene}: already trained ({final}), skipped")
@@ -266,17 +352,29 @@ def train_all_command(
             has_run = (run_dir / "config.toml").is_file()
             console.echo(f"=== {scene}")
             outcome = train_one(
-                experiment, scene_overrides, run_dir, resume and has_run, overwrite, console
+                experiment,
+                scene_overrides,
+                run_dir,
+                resume and has_run,
+                overwrite,
+                console,
+                resume_command=resume_command,
             )
             result = outcome.evaluation
         table.append((scene, result["layered"]["psnr"], result["surface"]["psnr"]))
     console.echo(f"{'scene':12s} {'layered':>8s} {'surface':>8s}")
     for scene, layered, surface in table:
         console.echo(f"{scene:12s} {layered:8.2f} {surface:8.2f}")
-    if table:
-        mean_l = sum(t[1] for t in table) / len(table)
-        mean_s = sum(t[2] for t in table) / len(table)
-        console.echo(f"{'mean':12s} {mean_l:8.2f} {mean_s:8.2f}")
+    mean_l = sum(t[1] for t in table) / len(table)
+    mean_s = sum(t[2] for t in table) / len(table)
+    console.echo(f"{'mean':12s} {mean_l:8.2f} {mean_s:8.2f}")
+    summary = {
+        "experiment": experiment,
+        "psnr": {scene: {"layered": lay, "surface": sur} for scene, lay, sur in table},
+        "mean": {"layered": mean_l, "surface": mean_s},
+    }
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    console.echo(f"written to {summary_path}")
 
 
 @main.command("experiments")

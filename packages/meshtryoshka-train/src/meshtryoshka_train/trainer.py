@@ -12,15 +12,27 @@ rates, batch size), then takes one optimizer step. The checkpoint written "at st
 state after ``s`` optimizer steps, before the schedules of step ``s``: resuming from it repeats
 exactly what an uninterrupted run does next (same parameters, optimizer moments, grid, SH
 degree and batch-sampling RNG state).
+
+Crash safety: checkpoints and ``config.toml`` are written atomically (temporary file, fsync,
+rename), so a kill (SIGKILL, power loss) loses at most the steps since the newest checkpoint;
+a resume ignores the leftover temporary file and a half-written last line of ``metrics.jsonl``,
+and falls back to the previous checkpoint when the newest cannot be read. While `Trainer.run`
+trains, Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a checkpoint of it and
+raises `TrainingInterrupted` (nothing is lost); a second Ctrl-C stops at once
+(KeyboardInterrupt, back to the newest checkpoint).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,7 +41,7 @@ import torch
 
 from meshtryoshka_data import load_blender, load_colmap
 
-from .checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint, write_atomic
+from .checkpoint import list_checkpoints, save_checkpoint, write_atomic
 from .config import Config, ConfigError, dump_config
 from .contraction import Contraction
 from .evaluate import evaluate
@@ -52,6 +64,8 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "Trainer",
     "TrainingDiverged",
+    "TrainingInterrupted",
+    "TrainingOutOfMemory",
     "TrainingResult",
     "dataset_folder",
     "default_run_dir",
@@ -63,8 +77,28 @@ __all__ = [
 CHECKPOINT_FORMAT = 1
 
 
+#: what torch raises when the GPU runs out of memory (torch.OutOfMemoryError from torch 2.5)
+OUT_OF_MEMORY = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
+
+
 class TrainingDiverged(RuntimeError):
     """The loss (or the parameters) became NaN or infinite; the run stopped."""
+
+
+class TrainingOutOfMemory(RuntimeError):
+    """The GPU ran out of memory; the message gives the resolution, batch size and remedies."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C (SIGINT) or SIGTERM stopped training after a step; its checkpoint was written.
+
+    Attributes: ``step`` (steps done), ``checkpoint`` (the checkpoint holding them),
+    ``signal`` (the signal number; a command exits with status 128 + signal).
+    """
+
+    def __init__(self, message: str, step: int, checkpoint: Path, signum: int):
+        super().__init__(message)
+        self.step, self.checkpoint, self.signal = step, checkpoint, signum
 
 
 @dataclass
@@ -134,12 +168,20 @@ def prepare_run_dir(run_dir: Path, config: Config, *, resume: bool, overwrite: b
     """Create (or, with `resume`, reopen) a run directory; returns the config to train with.
 
     A fresh run refuses an existing non-empty directory unless `overwrite` (which deletes it)
-    and writes ``config.toml``. A resumed run keeps its ``config.toml``.
+    and writes ``config.toml``. A resumed run rewrites ``config.toml`` only when `config`
+    differs from it (overrides given with ``--resume`` then also hold for later resumes and
+    `eval`), and deletes the temporary files of checkpoint writes that a kill interrupted.
     """
     run_dir = Path(run_dir)
     if resume:
-        if not (run_dir / "config.toml").is_file():
+        saved = run_dir / "config.toml"
+        if not saved.is_file():
             raise ConfigError(f"cannot resume: {run_dir} has no config.toml (not a run directory)")
+        text = dump_config(config)
+        if saved.read_text() != text:
+            write_atomic(saved, lambda file: file.write(text.encode()))
+        for leftover in (run_dir / "checkpoints").glob(".step_*.pt.*"):
+            leftover.unlink(missing_ok=True)
         return config
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
@@ -149,7 +191,8 @@ def prepare_run_dir(run_dir: Path, config: Config, *, resume: bool, overwrite: b
             )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(dump_config(config))
+    text = dump_config(config)
+    write_atomic(run_dir / "config.toml", lambda file: file.write(text.encode()))
     return config
 
 
@@ -160,8 +203,9 @@ class Trainer:
     """Trains one scene into `run_dir`.
 
     ``Trainer(config, run_dir)`` loads the dataset and builds the field (or, with
-    ``resume=True``, restores the newest checkpoint of `run_dir`); `run` trains to
-    ``train.steps``. `echo` receives the progress and event lines.
+    ``resume=True``, restores the newest readable checkpoint of `run_dir`); `run` trains to
+    ``train.steps``. `echo` receives the event lines; `progress(step, total, text)` the
+    progress line of every ``train.log_interval`` steps (default: `echo` of the text).
     """
 
     def __init__(
@@ -171,12 +215,15 @@ class Trainer:
         *,
         resume: bool = False,
         echo: Callable[[str], None] = print,
-        progress: Callable[[str], None] | None = None,
+        progress: Callable[[int, int, str], None] | None = None,
     ):
         self.config = config
         self.run_dir = Path(run_dir)
         self.echo = echo
-        self.progress = progress or echo
+        self.progress = progress or (lambda step, total, text: echo(text))
+        #: the signal (SIGINT, SIGTERM) that asked `run` to stop after the current step
+        self.stop_signal: int | None = None
+        self._phase = "the training step"  # what runs now, for the out-of-memory message
         self.device = resolve_device(config.train.device)
         self.dataset = load_scene(config, self.device)
         train = self.dataset.splits["train"]
@@ -195,7 +242,7 @@ class Trainer:
         #: called after every step as ``hook(trainer, stats)``; a hook may return seconds it
         #: spent waiting (e.g. a paused viewer), which the steps/s rate leaves out
         self.step_hooks: list[Callable[[Trainer, dict], float | None]] = []
-        state = load_latest_checkpoint(self.run_dir) if resume else None
+        state = self._load_newest_checkpoint() if resume else None
         if resume and state is None:
             self.echo(f"no checkpoint in {self.run_dir}: starting from step 0")
         if state is None:
@@ -267,6 +314,15 @@ class Trainer:
             "batch_generator": self.batch_generator.get_state(),
             "elapsed": self.elapsed,
         }
+
+    def _load_newest_checkpoint(self) -> dict | None:
+        """The newest checkpoint that loads; an unreadable one is reported and skipped."""
+        for path in reversed(list_checkpoints(self.run_dir)):
+            try:
+                return torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as error:  # a damaged file: torch raises several kinds
+                self.echo(f"warning: cannot read checkpoint {path} ({error}); trying an older one")
+        return None
 
     def _restore(self, state: dict) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
@@ -397,17 +453,41 @@ class Trainer:
     def run(self, stop_at: int | None = None) -> TrainingResult:
         """Train to ``train.steps``; checkpoints, logs and evaluates on the way.
 
+        Ctrl-C (SIGINT) or SIGTERM during the steps (main thread only): the current step
+        finishes, its checkpoint is written and `TrainingInterrupted` is raised; a second
+        Ctrl-C raises KeyboardInterrupt at once. Running out of GPU memory raises
+        `TrainingOutOfMemory` naming the resolution, the batch size and what to change.
+
         stop_at: stop after this many steps without the final checkpoint or evaluation (what
             a crash at that point leaves behind; used by tests).
         """
+        total = self.config.train.steps
+        self._trim_metrics(self.step)
+        self._phase = "the training step"
+        try:
+            with self._stop_requests():
+                if not self._train_steps(total, stop_at):
+                    return TrainingResult(self.step, self.run_dir, None)
+            if self.stop_signal is not None:
+                raise self._interrupted(total)
+            self._phase = "the final evaluation"
+            evaluation = self.final_evaluation()
+        except OUT_OF_MEMORY as error:
+            raise TrainingOutOfMemory(self._out_of_memory_message(error)) from None
+        return TrainingResult(self.step, self.run_dir, evaluation)
+
+    def _train_steps(self, total: int, stop_at: int | None) -> bool:
+        """Steps until `total` or a stop request, then the last step's checkpoint.
+
+        Returns False when `stop_at` ended it (no final checkpoint).
+        """
         train = self.config.train
-        total = train.steps
         window_start, window_steps = time.perf_counter(), 0
         last_saved = self.step if list_checkpoints(self.run_dir) else None
-        self._trim_metrics(self.step)
-        while self.step < total:
+        while self.step < total and self.stop_signal is None:
             if stop_at is not None and self.step >= stop_at:
-                return TrainingResult(self.step, self.run_dir, None)
+                return False
+            self._phase = "the training step"
             self.apply_schedules(self.step)
             stats = self.train_step()
             self.step += 1
@@ -426,12 +506,90 @@ class Trainer:
                 self.save_checkpoint()
                 last_saved = self.step
             if train.eval_interval and self.step % train.eval_interval == 0 and self.step < total:
+                self._phase = "the periodic evaluation"
                 self._periodic_evaluation()
                 window_start = time.perf_counter()
         if last_saved != self.step:
             self.save_checkpoint()
-        evaluation = self.final_evaluation()
-        return TrainingResult(self.step, self.run_dir, evaluation)
+        return True
+
+    @contextlib.contextmanager
+    def _stop_requests(self) -> Iterator[None]:
+        """SIGINT and SIGTERM set `stop_signal` (the loop then stops after the current step)."""
+        self.stop_signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be installed from the main thread
+            return
+
+        def request_stop(signum: int, frame) -> None:
+            if signum == signal.SIGINT and self.stop_signal == signal.SIGINT:
+                raise KeyboardInterrupt  # the second Ctrl-C: stop now
+            self.stop_signal = signum
+            with contextlib.suppress(OSError):  # os.write: safe inside a signal handler
+                os.write(
+                    2,
+                    f"\n{signal.Signals(signum).name}: stopping after the current step and "
+                    "writing its checkpoint (Ctrl-C again to stop at once)\n".encode(),
+                )
+
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for signum in previous:
+            signal.signal(signum, request_stop)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+    def _interrupted(self, total: int) -> TrainingInterrupted:
+        name = signal.Signals(self.stop_signal).name
+        path = list_checkpoints(self.run_dir)[-1]
+        left = "only the final evaluation is left" if self.step >= total else "no step is lost"
+        return TrainingInterrupted(
+            f"{name}: training stopped at step {self.step} of {total}; the checkpoint {path} "
+            f"holds it ({left})",
+            self.step,
+            path,
+            int(self.stop_signal),
+        )
+
+    def _out_of_memory_message(self, error: BaseException) -> str:
+        """What ran out, at which sizes, what is kept, and what to change (several lines)."""
+        config, model, phase = self.config, self.config.model, self._phase
+        batch = config.optim.batch_size.at(self.step)
+        arms = f" (arms {self.field.arm_resolution})" if self.layout.arms else ""
+        kept = list_checkpoints(self.run_dir)
+        where = f"the newest checkpoint is {kept[-1]}" if kept else "no checkpoint was written"
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        training = phase == "the training step"
+        if training:
+            smaller = f"optim.batch_size={max(1, batch // 2)}"
+            hints = [
+                f"{smaller} (a lower batch size; now {batch})",
+                f"a lower model.train_ssaa (now {model.train_ssaa})",
+            ]
+        else:
+            smaller = f"model.eval_ssaa={max(1, model.eval_ssaa - 1)}"
+            hints = [f"{smaller} (a lower evaluation supersampling; now {model.eval_ssaa})"]
+        hints += [
+            f"dataset.device=cpu (training images in CPU memory; now {config.dataset.device})",
+            "a smaller experiment, e.g. --experiment mip360_24gb (made for 24 GB GPUs)",
+        ]
+        ssaa = model.train_ssaa if training else model.eval_ssaa
+        return "\n".join(
+            [
+                f"out of GPU memory at step {self.step} during {phase}"
+                + (f" ({detail})" if detail else ""),
+                f"  resolution {self.field.center_resolution}{arms}, {self.field.num_voxels} "
+                f"voxels, batch size {batch} images of {self.dataset.width}x"
+                f"{self.dataset.height} px at SSAA {ssaa}",
+                f"  training stopped; {where}",
+                "  to fit, try:",
+                *(f"    - {hint}" for hint in hints),
+                "  and continue with (overrides given with --resume are kept):",
+                f"    meshtryoshka-train --resume --run-dir {self.run_dir} {smaller}",
+            ]
+        )
 
     def final_evaluation(self) -> dict:
         """Both modes on the whole test split, written to ``eval/step_XXXXXXX/``."""
@@ -480,9 +638,11 @@ class Trainer:
         }
         self._append_metrics(entry)
         self.progress(
+            self.step,
+            total,
             f"step {self.step}/{total} | loss {values['total']:.4f} | psnr {values['psnr']:.2f}"
             f" | faces {_count(values['faces'])} | res {self.field.center_resolution}"
-            f" | {rate:.2f} steps/s | eta {_duration(remaining)}"
+            f" | {rate:.2f} steps/s | eta {_duration(remaining)}",
         )
 
     def _append_metrics(self, entry: dict) -> None:
@@ -490,16 +650,20 @@ class Trainer:
             file.write(json.dumps(entry) + "\n")
 
     def _trim_metrics(self, step: int) -> None:
-        """Drop log entries past `step` (written after the checkpoint a resume starts from)."""
+        """Drop log entries past `step` (written after the checkpoint a resume starts from)
+        and a line that a kill cut short."""
         path = self.run_dir / "metrics.jsonl"
         if not path.is_file():
             return
-        lines = [
-            line
-            for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]
-        text = "".join(line + "\n" for line in lines)
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(entry, dict) and entry.get("step", 0) <= step:
+                kept.append(line)
+        text = "".join(line + "\n" for line in kept)
         write_atomic(path, lambda file: file.write(text.encode()))
 
 
