@@ -87,7 +87,12 @@ def tests(session: nox.Session, package: str) -> None:
 def integration(session: nox.Session) -> None:
     """End-to-end tests over all four packages (tests-integration/), on the CPU."""
     install_torch(session)
-    session.install(*local_requirements("meshtryoshka-train"), "pytest>=7.4")
+    # the viewer extra and selenium for the browser test (which also needs Debian's chromium)
+    session.install(
+        *local_requirements("meshtryoshka-train", extras="test,viewer"),
+        "pytest>=7.4",
+        "selenium>=4.10",
+    )
     pytest(session, str(ROOT / "tests-integration"))
 
 
