@@ -103,16 +103,26 @@ class EdgeReport:
 def edge_report(faces: np.ndarray) -> EdgeReport:
     """Count the boundary, non-manifold and misoriented edges of ``faces [M, 3]``."""
     faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
-    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    undirected = np.sort(directed, axis=1)
-    _, counts = np.unique(undirected, axis=0, return_counts=True)
-    _, directed_counts = np.unique(directed, axis=0, return_counts=True)
+    if faces.shape[0] == 0:
+        return EdgeReport(edges=0, boundary=0, non_manifold=0, misoriented=0)
+    n = int(faces.max()) + 1
+    start, end = faces.reshape(-1), faces[:, [1, 2, 0]].reshape(-1)
+    # One int64 key per edge (n^2 < 2^63 for any mesh that fits in memory).
+    directed = np.sort(start * n + end)
+    undirected = np.sort(np.minimum(start, end) * n + np.maximum(start, end))
+    counts = _run_lengths(undirected)
     return EdgeReport(
         edges=int(counts.shape[0]),
         boundary=int((counts == 1).sum()),
         non_manifold=int((counts > 2).sum()),
-        misoriented=int((directed_counts > 1).sum()),
+        misoriented=int((_run_lengths(directed) > 1).sum()),
     )
+
+
+def _run_lengths(sorted_keys: np.ndarray) -> np.ndarray:
+    """Lengths of the runs of equal values of a sorted 1-D array."""
+    starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
+    return np.diff(np.append(starts, sorted_keys.shape[0]))
 
 
 def weld(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> tuple[Mesh, int]:
@@ -123,27 +133,33 @@ def weld(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> tuple[M
     passes exactly through a grid vertex (``t`` clamped to 0 or 1 on several edges). A merged
     vertex keeps the colour of its first copy (copies of one grid vertex share its colour).
 
+    Args:
+        vertices: float32 ``[N, 3]``; faces: integer ``[M, 3]``; colors: uint8 ``[N, 3]``.
     Returns:
-        (the welded mesh, the number of vertices merged away).
+        (the welded mesh, the number of vertices merged away). Vertices keep their order.
     """
-    vertices = np.asarray(vertices)
+    vertices = np.asarray(vertices, dtype=np.float32).reshape(-1, 3)
     faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
-    if vertices.shape[0] == 0:
-        return Mesh(vertices.astype(np.float64).reshape(0, 3), faces, colors), 0
-    unique, first, inverse = np.unique(vertices, axis=0, return_index=True, return_inverse=True)
-    merged = vertices.shape[0] - unique.shape[0]
-    faces = inverse.reshape(-1)[faces]
+    count = vertices.shape[0]
+    if count == 0:
+        return Mesh(vertices.astype(np.float64), faces, colors), 0
+    bits = (vertices + np.float32(0)).view(np.uint32)  # + 0 turns -0.0 into 0.0
+    order = np.lexsort((bits[:, 2], bits[:, 1], bits[:, 0]))
+    ordered = bits[order]
+    new = np.concatenate([[True], (ordered[1:] != ordered[:-1]).any(axis=1)])
+    starts = np.flatnonzero(new)
+    group = np.cumsum(new) - 1
+    first = np.minimum.reduceat(order, starts)  # the first copy of each distinct position
+    inverse = np.empty(count, dtype=np.int64)
+    inverse[order] = group
+    representative = first[inverse]  # each vertex -> its first copy
+    faces = representative[faces]
     faces = faces[(faces != np.roll(faces, 1, axis=1)).all(axis=1)]
-    # Keep the original vertex order (first occurrence) and only referenced vertices.
-    used = np.zeros(unique.shape[0], dtype=bool)
+    used = np.zeros(count, dtype=bool)
     used[faces.reshape(-1)] = True
-    order = np.argsort(first, kind="stable")
-    order = order[used[order]]
-    remap = np.full(unique.shape[0], -1, dtype=np.int64)
-    remap[order] = np.arange(order.shape[0])
-    source = first[order]
-    mesh = Mesh(vertices[source].astype(np.float64), remap[faces], colors[source])
-    return mesh, merged
+    remap = np.cumsum(used) - 1
+    mesh = Mesh(vertices[used].astype(np.float64), remap[faces], colors[used])
+    return mesh, count - starts.shape[0]
 
 
 @torch.no_grad()
