@@ -21,10 +21,12 @@ from .saved_run import RunError, SavedRun, open_run
 
 __all__ = [
     "CameraPath",
+    "RenderResult",
     "focus_point",
     "look_at",
     "orbit_cameras",
     "parse_mode",
+    "parse_size",
     "render_command",
     "render_path",
     "scale_intrinsics",

@@ -30,7 +30,10 @@ from .saved_run import RunError, SavedRun, open_run
 __all__ = [
     "SH_C0",
     "EdgeReport",
+    "ExportResult",
     "Mesh",
+    "crop_mesh",
+    "default_mesh_path",
     "edge_report",
     "export_mesh",
     "export_mesh_command",
