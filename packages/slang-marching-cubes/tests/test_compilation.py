@@ -294,6 +294,54 @@ def test_cxx_standard_flags_recognized():
         assert not rt._CXX_STANDARD_FLAG.match(flag), flag
 
 
+def test_ninja_builder_shim_fills_in_the_sycl_arguments_torch_requires():
+    calls = []
+
+    def new_torch(name, sources, extra_cflags, extra_sycl_cflags, build_directory, with_sycl):
+        calls.append((extra_sycl_cflags, with_sycl))
+
+    shim = rt._ninja_builder_shim(new_torch)
+    shim(name="m", sources=[], extra_cflags=[], build_directory="b")  # slangtorch 1.3.7's call
+    shim(
+        name="m",
+        sources=[],
+        extra_cflags=[],
+        build_directory="b",
+        with_sycl=None,
+        extra_sycl_cflags=["-x"],
+    )  # a newer slangtorch passes them: kept
+    assert calls == [([], False), (["-x"], None)]
+
+    def old_torch(name, sources, extra_cflags, build_directory, with_cuda=None):
+        pass
+
+    def defaulted(name, extra_sycl_cflags=None, with_sycl=None):
+        pass
+
+    assert rt._ninja_builder_shim(old_torch) is None
+    assert rt._ninja_builder_shim(defaulted) is None
+
+
+def test_cxx_standard_patch_wraps_and_restores_the_ninja_builder(monkeypatch):
+    import types
+
+    inner = types.ModuleType("slangtorch.slangtorch")
+    inner.jit_compile = lambda *a, **k: None
+    compile_module = types.ModuleType("slangtorch.util.compile")
+
+    def builder(name, extra_sycl_cflags, with_sycl):
+        return name, extra_sycl_cflags, with_sycl
+
+    compile_module._write_ninja_file_and_build_library = builder
+    monkeypatch.setitem(sys.modules, "slangtorch.slangtorch", inner)
+    monkeypatch.setitem(sys.modules, "slangtorch.util.compile", compile_module)
+    with rt.torch_chooses_cxx_standard():
+        patched = compile_module._write_ninja_file_and_build_library
+        assert patched is not builder
+        assert patched(name="m") == ("m", [], False)
+    assert compile_module._write_ninja_file_and_build_library is builder
+
+
 def test_cxx_standard_patch_is_a_no_op_without_slangtorch(monkeypatch):
     monkeypatch.delitem(sys.modules, "slangtorch.slangtorch", raising=False)
     with rt.torch_chooses_cxx_standard():

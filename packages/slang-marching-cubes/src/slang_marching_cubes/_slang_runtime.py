@@ -1478,6 +1478,37 @@ _CXX_STANDARD_FLAG = re.compile(r"^(?:-{1,2}|/)std[=:]c\+\+\w+$")
 _SLANGTORCH_PATCH_LOCK = threading.Lock()
 
 
+def _ninja_builder_shim(original: Callable[..., Any]) -> Callable[..., Any] | None:
+    """A wrapper of torch's ``_write_ninja_file_and_build_library`` for older slangtorch.
+
+    slangtorch up to 1.3.7 calls it by keyword without ``extra_sycl_cflags`` and ``with_sycl``,
+    which torch made required (torch 2.7 on): the build fails with a TypeError. The wrapper
+    fills in "no SYCL" for whichever of the two the installed torch requires and the call left
+    out; None when nothing is missing (newer slangtorch or older torch).
+    """
+    import inspect
+
+    try:
+        params = inspect.signature(original).parameters
+    except (TypeError, ValueError):
+        return None
+    missing = {
+        name: value
+        for name, value in (("extra_sycl_cflags", ()), ("with_sycl", False))
+        if name in params and params[name].default is inspect.Parameter.empty
+    }
+    if not missing:
+        return None
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        if not args:  # slangtorch passes everything by keyword
+            for name, value in missing.items():
+                kwargs.setdefault(name, list(value) if isinstance(value, tuple) else value)
+        return original(*args, **kwargs)
+
+    return build
+
+
 @contextmanager
 def torch_chooses_cxx_standard() -> Iterator[None]:
     """While active, slangtorch's extension build lets torch choose the C++ standard.
@@ -1488,6 +1519,8 @@ def torch_chooses_cxx_standard() -> Iterator[None]:
     C++17 mode). The ``jit_compile`` that ``slangtorch.slangtorch`` calls is wrapped here to drop
     those flags, so ``torch.utils.cpp_extension`` applies its own standard: C++17 before torch
     2.13, C++20 from 2.13 on (the fix proposed upstream in slang-torch pull request #51).
+    Older slangtorch (1.3.7) also calls torch's ninja builder without the SYCL arguments that
+    torch 2.7+ requires; those are filled in (``_ninja_builder_shim``).
     """
     inner = sys.modules.get("slangtorch.slangtorch")
     original = getattr(inner, "jit_compile", None)
@@ -1501,12 +1534,19 @@ def torch_chooses_cxx_standard() -> Iterator[None]:
                 kwargs[key] = [f for f in kwargs[key] if not _CXX_STANDARD_FLAG.match(str(f))]
         return original(*args, **kwargs)
 
+    compile_module = sys.modules.get("slangtorch.util.compile")
+    builder = getattr(compile_module, "_write_ninja_file_and_build_library", None)
+    shim = _ninja_builder_shim(builder) if builder is not None else None
     with _SLANGTORCH_PATCH_LOCK:
         inner.jit_compile = jit_compile
+        if shim is not None:
+            compile_module._write_ninja_file_and_build_library = shim
         try:
             yield
         finally:
             inner.jit_compile = original
+            if shim is not None:
+                compile_module._write_ninja_file_and_build_library = builder
 
 
 def _slangtorch_load(slangtorch: Any, path: Path) -> Any:
