@@ -364,7 +364,7 @@ def run_gpu_tests(sites: list[Path | None], nvrtc: Path | None, log: Path) -> st
         if nvrtc is not None:
             env[f"{prefix}_NVRTC_PATH"] = str(nvrtc)
     command = [sys.executable, "-m", "pytest", *map(str, TEST_DIRS), "-m", "cuda", "-q"]
-    command += ["-p", "no:cacheprovider"]
+    command += ["-p", "no:cacheprovider", "-rfE"]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     seconds = time.perf_counter() - started
@@ -373,6 +373,11 @@ def run_gpu_tests(sites: list[Path | None], nvrtc: Path | None, log: Path) -> st
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "no output"
     summary = re.sub(r"=+", "", summary).strip()
     verdict = "ok" if result.returncode == 0 else "FAILED"
+    if result.returncode != 0:  # what failed, for the console (the whole log is in `log`)
+        lines = result.stdout.strip().splitlines()
+        start = next((i for i, line in enumerate(lines) if "short test summary" in line), None)
+        tail = lines[start:] if start is not None else lines[-30:]
+        print("\n".join(["compat: " + line for line in tail[:40]]), flush=True)
     return f"{verdict}: {summary} ({seconds:.0f} s)"
 
 

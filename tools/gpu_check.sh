@@ -14,6 +14,7 @@
 #                 PYTHONPATH first (for machines without network: slangtorch, setuptools<81) [.whl]
 #   TRAIN_STEPS   training steps [300]; TRAIN_SIZE scene width=height in pixels [200]
 #   TRAIN_ARGS    extra `key=value` overrides for the training run []
+#   TEST_PACKAGES packages whose `cuda` tests run [all four]
 #   BENCH_ARGS_MC / BENCH_ARGS_RS   arguments of the two benchmarks [their defaults]
 #   COMPILE_LOADERS  loaders for tools/bench_compile.py [nvrtc,slangtorch]
 #   COMPAT_SLANGTORCH  slangtorch versions for tools/compat.py [1.3.7,1.3.11,1.3.22]
@@ -74,7 +75,8 @@ EOF
 
 run_tests() {
     local rc=0 package
-    for package in slang-marching-cubes slang-rasterizer meshtryoshka-data meshtryoshka-train; do
+    for package in ${TEST_PACKAGES:-slang-marching-cubes slang-rasterizer meshtryoshka-data \
+        meshtryoshka-train}; do
         echo "--- $package"
         $PY -m pytest "packages/$package/tests" -m cuda -q -p no:cacheprovider -rfE \
             --durations=5 || rc=1
@@ -126,6 +128,7 @@ EOF
 
 run_bench() {
     local rc=0
+    $PY packages/slang-marching-cubes/benchmarks/bench_launch.py --gpu || rc=1
     # shellcheck disable=SC2086
     $PY packages/slang-marching-cubes/benchmarks/bench_extract.py ${BENCH_ARGS_MC:-} || rc=1
     # shellcheck disable=SC2086
@@ -139,11 +142,12 @@ run_compile() {
 
 run_compat() {
     # offline: wheels from $WHEELS; NVRTC of CUDA 13.0 is the one torch's environment has
+    # written to $OUT after each slangtorch version, so a run cut short still brings back rows
     local rc=0
+    cp docs/compat.md "$OUT/compat.md"
     $PY tools/compat.py --slangtorch "${COMPAT_SLANGTORCH:-1.3.7,1.3.11,1.3.22}" \
         --cuda "${COMPAT_CUDA:-13.0}" --wheels "$WHEELS" --cache /tmp/gpu-check-compat \
-        --output docs/compat.md || rc=$?
-    cp docs/compat.md "$OUT/compat.md"
+        --output "$OUT/compat.md" || rc=$?
     for f in /tmp/gpu-check-compat/logs/gpu-*.txt; do
         [ -f "$f" ] && { echo "--- $f"; grep -E "passed|failed|error" "$f" | tail -5; }
     done
