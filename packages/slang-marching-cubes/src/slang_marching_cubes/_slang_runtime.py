@@ -477,7 +477,7 @@ class KernelLauncher:
             position += size
             dtype = getattr(torch, p.dtype) if p.dtype else None
             item = torch.empty((), dtype=dtype).element_size() if dtype is not None else 0
-            steps.append((p.name, p.kind, dtype, item))
+            steps.append((p.name, p.kind, dtype, item.__mul__))  # stride -> bytes
         self.format = struct.Struct("".join(parts))
         assert self.format.size == position, (self.format.format, position)
         self.steps = tuple(steps)
@@ -508,7 +508,7 @@ class KernelLauncher:
         device = None
         add, extend = values.append, values.extend
         try:
-            for name, kind, dtype, item in self.steps:
+            for name, kind, dtype, to_bytes in self.steps:
                 value = kwargs[name]
                 if kind == "tensor":
                     tensors = (value,)
@@ -543,7 +543,7 @@ class KernelLauncher:
                     if dims > _MAX_DIMS:
                         return None
                     add(tensor.data_ptr())
-                    extend([stride * item for stride in tensor.stride()])
+                    extend(map(to_bytes, tensor.stride()))
                     extend(_ZEROS[dims])
                     extend(shape)
                     extend(_ZEROS[dims])
