@@ -520,13 +520,20 @@ class Viewer:
             self.step_times = self.step_times[-50:]
         self._work(source, budgeted=self.training)
         paused = 0.0
-        while self.pause_widget is not None and self.pause_widget.value and not self._stop.is_set():
+        while self._paused(source):
             began = time.perf_counter()
             if not self._work(source, budgeted=False):
                 time.sleep(0.02)
             paused += time.perf_counter() - began
         self._last_poll_end = time.perf_counter()
         return paused
+
+    def _paused(self, source) -> bool:
+        """The "Pause training" box is ticked, and neither `close` nor a signal (Ctrl-C,
+        SIGTERM: the trainer's ``stop_signal``) asked to stop."""
+        if self.pause_widget is None or not self.pause_widget.value or self._stop.is_set():
+            return False
+        return getattr(source, "stop_signal", None) is None
 
     def _work(self, source, *, budgeted: bool) -> bool:
         """Stats, actions, auto-orbit and due frames; True when something was rendered."""
@@ -560,12 +567,16 @@ class Viewer:
         if stats is None:  # a restored run: its last logged step, if it is this one
             stats = self.logged.get("train")
             stats = stats if stats is not None and stats.get("step") == source.step else None
-        if stats is not None:
-            values = {k: float(v) for k, v in stats.items() if k in ("total", "psnr", "faces")}
-            lines.append(
-                f"**loss** {values['total']:.4f} &nbsp; **PSNR** {values['psnr']:.2f} dB "
-                f"&nbsp; **faces** {_fmt_count(values['faces'])}"
-            )
+        shown = []
+        for key, label, fmt in (
+            ("total", "loss", "{:.4f}".format),
+            ("psnr", "PSNR", "{:.2f} dB".format),
+            ("faces", "faces", _fmt_count),
+        ):
+            if stats is not None and key in stats:
+                shown.append(f"**{label}** {fmt(float(stats[key]))}")
+        if shown:
+            lines.append(" &nbsp; ".join(shown))
         if len(self.step_times) > 1:
             (t0, s0), (t1, s1) = self.step_times[0], self.step_times[-1]
             if t1 > t0:

@@ -1,0 +1,84 @@
+"""The viewer's server half in-process (needs viser, no browser): idle polls, pause and stop,
+a restored run's statistics, the export and screenshot actions."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+pytest.importorskip("viser", reason="the viewer extra is not installed (pip install viser)")
+
+from meshtryoshka_data import write_blender_scene  # noqa: E402
+from meshtryoshka_train.config import load_config  # noqa: E402
+from meshtryoshka_train.trainer import Trainer, prepare_run_dir  # noqa: E402
+from meshtryoshka_train.viewer import Viewer, ViewState  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run trained for 3 steps on a tiny synthetic scene, then restored as `view` does."""
+    root = tmp_path_factory.mktemp("viewer_server")
+    write_blender_scene(root / "data" / "toy", n_train=8, n_val=1, n_test=2, size=24, seed=0)
+    overrides = [f"dataset.root={root / 'data'}", "dataset.scene=toy", "model.resolution={0=12}"]
+    overrides += ["model.backend=reference", "train.device=cpu", "optim.batch_size=2"]
+    overrides += ["train.steps=3", "viewer.port=8765"]
+    config = load_config("demo", overrides)
+    prepare_run_dir(root / "run", config, resume=False, overwrite=False)
+    Trainer(config, root / "run", echo=lambda _: None).run()
+    return Trainer(config, root / "run", resume=True, echo=lambda _: None)
+
+
+@pytest.fixture
+def viewer(trained):
+    viewer = Viewer(trained, training=True, echo=lambda _: None)
+    yield viewer
+    viewer.close()
+
+
+def test_without_a_browser_a_poll_renders_nothing(viewer, trained):
+    assert viewer.url.startswith("http://127.0.0.1:")
+    for _ in range(3):
+        assert viewer.poll(trained, {}) == 0.0
+    assert viewer.frames == 0 and viewer.rendered_seconds == 0.0
+
+
+def test_pause_holds_the_loop_until_a_signal_asks_to_stop(viewer, trained):
+    viewer.pause_widget.value = True
+    returned = []
+    thread = threading.Thread(target=lambda: returned.append(viewer.poll(trained, {})))
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive(), "poll returned while paused"
+    trained.stop_signal = 15  # what the trainer's SIGTERM handler sets
+    try:
+        thread.join(10)
+        assert not thread.is_alive() and returned[0] >= 0.4  # the pause, in seconds
+    finally:
+        trained.stop_signal = None
+        viewer.pause_widget.value = False
+
+
+def test_a_restored_run_shows_its_logged_statistics(trained):
+    viewer = Viewer(trained, training=False, echo=lambda _: None)
+    try:
+        text = viewer._stats_text()
+    finally:
+        viewer.close()
+    assert "**step** 3 / 3" in text and "**loss**" in text and "**test PSNR**" in text
+
+
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        ("surface", ["mesh_surface_step_0000003.ply"]),
+        ("layered", [f"mesh_layered_step_0000003_shell{i}.ply" for i in (1, 2, 3, 4)]),
+        ("voxels", ["mesh_voxels_step_0000003.ply"]),
+    ],
+)
+def test_export_writes_the_mode_s_meshes(viewer, trained, mode, expected):
+    viewer.view = ViewState(mode)
+    viewer._run_action(trained, "export", None)
+    folder = trained.run_dir / "viewer"
+    for name in expected:
+        assert (folder / name).read_bytes().startswith(b"ply"), name
