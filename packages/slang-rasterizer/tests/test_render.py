@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import slang_rasterizer as sr
+from slang_rasterizer import reference
 from slang_rasterizer.shapes import icosphere, orbit_cameras, shell_mesh
 
 
@@ -140,3 +141,15 @@ def test_nan_free_with_camera_inside_a_shell():
     assert not frags.hit[:, 0].any() and not frags.hit[:, 2].any() and frags.hit[:, 1].any()
     frags = sr.rasterize(inside, mesh, cull_backfaces=False)
     assert frags.hit[:, 0].all() and frags.hit[:, 2].all()
+
+
+def test_fused_backward_rewalk_equals_kept_hits(monkeypatch):
+    # Small images keep the forward's hits for the backward; large ones re-run the hit test.
+    cams, mesh, sdf, sh = scene()
+    bg = torch.rand(3)
+    kept = grads(cams, mesh, sdf, sh, bg, mode="fused", ssaa=2)
+    monkeypatch.setattr(reference, "_KEEP_HITS", 0)
+    rewalked = grads(cams, mesh, sdf, sh, bg, mode="fused", ssaa=2)
+    assert kept[2].abs().max() > 0 and kept[3].abs().max() > 0
+    for a, b in zip(kept, rewalked, strict=True):
+        assert torch.equal(a, b)

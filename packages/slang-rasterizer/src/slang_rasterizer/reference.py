@@ -60,6 +60,7 @@ EPS = 1e-5
 
 _BAND = 1 << 18  # max pixels of one band of image rows rasterized at once
 _PAIRS = 1 << 20  # about the most (face, pixel) pairs hit-tested at once
+_KEEP_HITS = 1 << 22  # fused mode keeps at most this many (camera, shell, pixel) hits for backward
 
 # --------------------------------------------------------------------------------------------
 # Geometry
@@ -407,10 +408,12 @@ def _shade(sdf_values, color_values, bary, hit, sharpness, alpha_max):
 
 
 class _FusedReference(torch.autograd.Function):
-    """Fused mode: walk tiles, composite per tile, keep nothing per pixel for backward.
+    """Fused mode: walk bands of rows, composite per band, back-propagate per band.
 
-    The backward re-walks the tiles (re-runs the hit test) and back-propagates each tile on its
-    own, so the memory beyond the mesh is O(B H W), as in the Slang kernels.
+    When the hits of all cameras fit in ``_KEEP_HITS`` (camera, shell, pixel) entries (16 bytes
+    each), the forward keeps them for the backward. Otherwise the backward re-walks the bands
+    (re-runs the hit test), so the memory beyond the mesh is O(B H W), as in the Slang kernels.
+    Both give the same gradients.
     """
 
     @staticmethod
@@ -420,7 +423,11 @@ class _FusedReference(torch.autograd.Function):
         out_c = torch.zeros((bsz, 3, h, w), dtype=colors.dtype, device=colors.device)
         out_t = torch.ones((bsz, 1, h, w), dtype=colors.dtype, device=colors.device)
         faces = mesh.faces.long()
+        keep = bsz * mesh.num_shells * h * w <= _KEEP_HITS
+        kept = []
         for b, y0, y1, x0, x1, face, bary in tile_hits(cameras, mesh, near, cull_backfaces):
+            if keep:
+                kept.append((b, y0, y1, x0, x1, face, bary))
             hit = face >= 0
             vid = faces[face.clamp(min=0)]
             c, t = _shade(
@@ -430,6 +437,7 @@ class _FusedReference(torch.autograd.Function):
             out_t[b, 0, y0:y1, x0:x1] = t
         ctx.save_for_backward(sdf, colors)
         ctx.args = (cameras, mesh, near, cull_backfaces, sharpness, alpha_max)
+        ctx.hits = kept if keep else None
         return out_c, out_t
 
     @staticmethod
@@ -439,7 +447,8 @@ class _FusedReference(torch.autograd.Function):
         grad_sdf = torch.zeros_like(sdf)
         grad_colors = torch.zeros_like(colors)
         faces = mesh.faces.long()
-        for b, y0, y1, x0, x1, face, bary in tile_hits(cameras, mesh, near, cull_backfaces):
+        hits = ctx.hits if ctx.hits is not None else tile_hits(cameras, mesh, near, cull_backfaces)
+        for b, y0, y1, x0, x1, face, bary in hits:
             hit = face >= 0
             if not bool(hit.any()):
                 continue
