@@ -115,10 +115,23 @@ def test_train_then_eval_through_the_cli(reduced, blender_root, tmp_path):
     assert refused.exit_code == 2 and "already exists" in refused.output
     assert (run_dir / "marker").is_file()
 
-    result = runner.invoke(main, [*args, "--overwrite"])
+    periodic = ["train.eval_interval=1", "train.checkpoint_interval=1"]
+    result = runner.invoke(main, [*args, *periodic, "--overwrite"])
     assert result.exit_code == 0, result.output
     assert not (run_dir / "marker").exists()
     assert f"run directory: {run_dir}" in result.output
+    assert "step 1: val PSNR" in result.output  # the periodic evaluation (not at the last step)
+    log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["step"]) for e in log] == [
+        ("train", 1),
+        ("eval", 1),
+        ("train", 2),
+        ("test", 2),
+    ]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "step_0000001.pt",
+        "step_0000002.pt",
+    ]
     progress = [line for line in result.output.splitlines() if line.startswith("step 2/2")]
     assert progress, result.output
     for field in ("| loss ", "| psnr ", "| faces ", " steps/s"):
@@ -259,4 +272,4 @@ def test_nan_loss_exits_with_a_message_and_keeps_the_checkpoint(
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert "the loss became NaN or infinite at step 2" in result.output
     assert "step_0000002.pt" in result.output
-    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step_0000002.pt"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_0000002.pt"]
