@@ -8,6 +8,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from meshtryoshka_train import camera_path
 from meshtryoshka_train.camera_path import (
     focus_point,
     look_at,
@@ -180,3 +181,11 @@ def test_scale_intrinsics_keeps_the_horizontal_view():
     assert u2 / w2 == pytest.approx(2 * u / w)
     assert v2 / w2 - 15 == pytest.approx(2 * (v / w - 20))
     assert parse_mode("shell:12") == ("shell", 12) and parse_mode("surface") == ("surface", None)
+
+
+def test_large_frames_get_a_smaller_gif_preview(blender_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(camera_path, "PREVIEW_SIDE", 10)
+    result = render(blender_run, "--frames", 2, "--size", "20x16", "-o", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "p" / "frame_0000.png").size == (20, 16)
+    assert Image.open(tmp_path / "p" / "orbit_layered.gif").size == (10, 8)

@@ -20,6 +20,7 @@ from torch import Tensor
 from .saved_run import RunError, SavedRun, open_run
 
 __all__ = [
+    "PREVIEW_SIDE",
     "CameraPath",
     "RenderResult",
     "focus_point",
@@ -31,6 +32,10 @@ __all__ = [
     "render_path",
     "scale_intrinsics",
 ]
+
+
+PREVIEW_SIDE = 512
+"""Longest side, in pixels, of the GIF preview (frames larger than this are shrunk for it)."""
 
 
 @dataclass
@@ -238,7 +243,7 @@ def render_path(
             level set, opaque) or ``"shell:K"`` (shell K of the step alone, opaque).
         size: (H, W) of the frames; default the dataset's image size.
         output: the folder; default ``RUN_DIR/renders/<path>_<mode>_step_XXXXXXX``.
-        fps: frame rate of the GIF.
+        fps: frame rate of the GIF (a preview: at most `PREVIEW_SIDE` pixels on its longer side).
     Frames use ``model.eval_ssaa``, ``model.eval_near`` and the dataset's background (white for
     a random one). Returns the folder, the PNG paths, the GIF path and the face count.
     """
@@ -306,7 +311,12 @@ def render_path(
         save_png(target, image[0])
         written.append(target)
         pixels = (image[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
-        images.append(Image.fromarray(np.ascontiguousarray(pixels.cpu().numpy())))
+        preview = Image.fromarray(np.ascontiguousarray(pixels.cpu().numpy()))
+        shrink = PREVIEW_SIDE / max(preview.size)
+        if shrink < 1:
+            small = (max(1, round(preview.width * shrink)), max(1, round(preview.height * shrink)))
+            preview = preview.resize(small, Image.Resampling.LANCZOS)
+        images.append(preview)
     gif = folder / f"{path}_{name}.gif"
     images[0].save(
         gif,
