@@ -69,3 +69,32 @@ def test_empty_grid():
     reg = sdf_regularizers(grid, sdf)
     assert all(float(v.detach()) == 0 for v in reg.values())
     sum(reg.values()).backward()
+
+
+def test_reference_tables_are_cached_per_grid_and_match_fresh_ones(monkeypatch):
+    from slang_marching_cubes import extract_shells, reference
+
+    grid = band_grid(12, sphere_sdf, 0.15)
+    sdf = sphere_sdf(grid.vertex_positions())
+
+    def run(g, values):
+        shells = extract_shells(g, values, None, [0.02, 0.0], backend="reference")
+        return shells.faces, shells.positions, sdf_regularizers(g, values)
+
+    first = run(grid, sdf)
+    assert grid._reference_tables[1]["corners"].shape == (grid.num_voxels, 8)
+    cached = run(grid, sdf)  # second call: the tables come from the cache
+    monkeypatch.setattr(reference, "CACHE_VOXELS", 0)
+    uncached = SparseGrid(grid.shape, grid.voxels.clone())
+    fresh = run(uncached, sdf)
+    assert not hasattr(uncached, "_reference_tables")
+    for other in (cached, fresh):
+        assert torch.equal(first[0], other[0]) and torch.equal(first[1], other[1])
+        for name, value in first[2].items():
+            assert torch.equal(value, other[2][name])
+    # A pruned grid is a new grid with its own tables (never its parent's).
+    monkeypatch.setattr(reference, "CACHE_VOXELS", 1 << 21)
+    pruned = grid.prune(torch.arange(grid.num_voxels) % 3 != 0)
+    run(pruned, sphere_sdf(pruned.vertex_positions()))
+    corners = pruned._reference_tables[1]["corners"]
+    assert torch.equal(corners, pruned.voxel_corners().long())

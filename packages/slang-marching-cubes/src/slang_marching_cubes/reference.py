@@ -79,6 +79,49 @@ def owned_and_owner(masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return owned, owner_offset, owner_slot
 
 
+#: grids with at most this many voxels keep their corner and neighbour tables between calls
+CACHE_VOXELS = 1 << 21
+
+
+def _static_tables(grid: SparseGrid) -> dict[str, Tensor]:
+    """Per-grid cache of the index tables every call needs (they depend on the grid only).
+
+    Training extracts and regularizes the same grid at every step; the binary searches that
+    build these tables would otherwise dominate the reference's time. Grids larger than
+    `CACHE_VOXELS` get a fresh dict each call (no memory is kept). The cache is keyed on the
+    identity and version of the grid's id tensors, so an in-place edit invalidates it.
+    """
+    key = (
+        grid.voxels.data_ptr(),
+        grid.voxels._version,
+        grid.vertices.data_ptr(),
+        grid.vertices._version,
+    )
+    cached = getattr(grid, "_reference_tables", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    tables: dict[str, Tensor] = {}
+    if grid.num_voxels <= CACHE_VOXELS:
+        grid._reference_tables = (key, tables)
+    return tables
+
+
+def _voxel_corners(grid: SparseGrid) -> Tensor:
+    """int64 ``[Nvox, 8]`` `SparseGrid.voxel_corners` of every voxel (cached)."""
+    tables = _static_tables(grid)
+    if "corners" not in tables:
+        tables["corners"] = grid.voxel_corners().long()
+    return tables["corners"]
+
+
+def _positive_neighbors(grid: SparseGrid) -> Tensor:
+    """int64 ``[Nvox, 3]`` index of the +i, +j, +k face neighbours, -1 if absent (cached)."""
+    tables = _static_tables(grid)
+    if "positive_neighbors" not in tables:
+        tables["positive_neighbors"] = grid.voxel_neighbors()[:, 1::2].contiguous()
+    return tables["positive_neighbors"]
+
+
 def _tables(device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     offsets = torch.from_numpy(_table.TRI_OFFSETS).long().to(device)
     tris = torch.from_numpy(_table.TRI_EDGES).long().to(device)
@@ -155,7 +198,7 @@ def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Te
         return _empty_shells(grid, sdf, attributes, levels)
 
     # 1. classify every voxel at every level: code bit c set iff corner c is >= level
-    corners = grid.voxel_corners().long()  # [Nvox, 8]
+    corners = _voxel_corners(grid)  # [Nvox, 8]
     values = sdf[corners]  # [Nvox, 8]
     above = values[None] >= levels[:, None, None]  # [L, Nvox, 8]
     codes = (above.long() << torch.arange(8, device=dev)).sum(-1)  # [L, Nvox]
@@ -233,8 +276,7 @@ def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Te
 def voxel_gradients(grid: SparseGrid, sdf: Tensor) -> Tensor:
     """``[Nvox, 3]`` gradient of each voxel's trilinear interpolant at its centre, in
     ``[0, 1]^3`` units: ``d/dx_a = dims[a] * mean over the 4 edges along a of (s_hi - s_lo)``."""
-    corners = grid.voxel_corners().long()
-    v = sdf[corners]  # [Nvox, 8]
+    v = sdf[_voxel_corners(grid)]  # [Nvox, 8]
     dims = torch.tensor(grid.shape, dtype=sdf.dtype, device=sdf.device)
     grads = []
     for axis in range(3):
@@ -253,7 +295,7 @@ def sdf_regularizers(grid: SparseGrid, sdf: Tensor) -> dict[str, Tensor]:
     norm = torch.linalg.vector_norm(g, dim=-1)
     eikonal_pos = torch.relu(norm - 1).square().mean()
     eikonal_neg = torch.relu(1 - norm).square().mean()
-    nb = grid.voxel_neighbors()[:, 1::2]  # +i, +j, +k neighbours [Nvox, 3]
+    nb = _positive_neighbors(grid)  # +i, +j, +k neighbours [Nvox, 3]
     terms = []
     for axis in range(3):
         has = nb[:, axis] >= 0
