@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from meshtryoshka_train.checkpoint import list_checkpoints
 from meshtryoshka_train.cli import main
 from meshtryoshka_train.config import load_config, load_saved_config
-from meshtryoshka_train.trainer import Trainer, prepare_run_dir
+from meshtryoshka_train.trainer import Trainer, prepare_run_dir, run_dir_lock
 
 STEPS = 6
 
@@ -231,3 +231,25 @@ def test_overrides_given_with_resume_are_saved_in_config_toml(reduced, blender_r
     changed = load_saved_config(run_dir / "config.toml", ["optim.batch_size=1"])
     prepare_run_dir(run_dir, changed, resume=True, overwrite=False)
     assert load_saved_config(run_dir / "config.toml").optim.batch_size.at(0) == 1
+
+
+def test_a_run_directory_in_use_is_not_touched_by_a_second_process(reduced, blender_root, tmp_path):
+    run_dir = tmp_path / "run"
+    config = load_config("nerf_synthetic", reduced(blender_root))
+    prepare_run_dir(run_dir, config, resume=False, overwrite=False)
+    in_flight = run_dir / "checkpoints" / ".step_0000002.pt.abc123"  # another process's write
+    in_flight.parent.mkdir()
+    in_flight.write_bytes(b"partial")
+    runner = CliRunner()
+    with run_dir_lock(run_dir):  # "the other process": this one, through another descriptor
+        for extra in (["--resume"], ["--overwrite"]):
+            args = ["--run-dir", str(run_dir), *extra, "optim.batch_size=1"]
+            if extra == ["--overwrite"]:
+                args = ["--experiment", "nerf_synthetic", *reduced(blender_root), *args]
+            result = runner.invoke(main, args)
+            assert result.exit_code == 2, result.output
+            assert f"another process (pid {os.getpid()}) is training into" in result.output
+        assert in_flight.is_file()
+        assert load_saved_config(run_dir / "config.toml").optim.batch_size.at(0) == 2
+    with run_dir_lock(run_dir):  # released by the CLI and by the block above
+        pass

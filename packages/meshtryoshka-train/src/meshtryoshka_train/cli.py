@@ -133,6 +133,7 @@ def train_one(
         TrainingOutOfMemory,
         default_run_dir,
         prepare_run_dir,
+        run_dir_lock,
     )
 
     if experiment is None and not (resume and run_dir is not None):
@@ -152,20 +153,21 @@ def train_one(
             from .viewer import require_viser
 
             require_viser()  # before the run directory is touched
-        config = prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
-        console.echo(f"run directory: {run_dir}")
-        trainer = Trainer(
-            config, run_dir, resume=resume, echo=console.echo, progress=console.progress
-        )
-        console.echo(
-            f"training '{config.experiment}' on {config.dataset.scene} ({trainer.device}): "
-            f"{trainer.dataset}, {trainer.field.num_voxels} voxels"
-        )
-        if config.viewer.enabled:
-            from .viewer import run_with_viewer
+        with run_dir_lock(run_dir):  # one training process per run directory
+            config = prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
+            console.echo(f"run directory: {run_dir}")
+            trainer = Trainer(
+                config, run_dir, resume=resume, echo=console.echo, progress=console.progress
+            )
+            console.echo(
+                f"training '{config.experiment}' on {config.dataset.scene} ({trainer.device}): "
+                f"{trainer.dataset}, {trainer.field.num_voxels} voxels"
+            )
+            if config.viewer.enabled:
+                from .viewer import run_with_viewer
 
-            return run_with_viewer(trainer, console.echo)
-        return trainer.run()
+                return run_with_viewer(trainer, console.echo)
+            return trainer.run()
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
     except (TrainingDiverged, TrainingOutOfMemory, DatasetError) as error:

@@ -71,6 +71,7 @@ __all__ = [
     "default_run_dir",
     "load_scene",
     "prepare_run_dir",
+    "run_dir_lock",
     "resolve_device",
 ]
 
@@ -162,6 +163,42 @@ def load_scene(config: Config, device: torch.device):
         scale_factor=data.scale_factor,
         orient=data.orient,
     )
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `run_dir` (a process training into it) while the block runs.
+
+    The lock is ``flock`` on the sibling file ``.<name>.lock`` (outside the run directory, so
+    that ``--overwrite`` can delete the directory); the OS releases it when the process dies,
+    so a crash never leaves a stale lock. Raises ConfigError naming the process that holds it.
+    No-op where ``fcntl`` is missing (Windows).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    run_dir = Path(run_dir).absolute()
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.with_name(f".{run_dir.name}.lock"), "a+") as file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "unknown"
+            raise ConfigError(
+                f"another process (pid {holder}) is training into {run_dir}; wait for it, or "
+                "stop it (Ctrl-C checkpoints it) before starting or resuming this run"
+            ) from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
 
 
 def prepare_run_dir(run_dir: Path, config: Config, *, resume: bool, overwrite: bool) -> Config:
