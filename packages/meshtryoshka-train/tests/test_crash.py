@@ -253,3 +253,19 @@ def test_a_run_directory_in_use_is_not_touched_by_a_second_process(reduced, blen
         assert load_saved_config(run_dir / "config.toml").optim.batch_size.at(0) == 2
     with run_dir_lock(run_dir):  # released by the CLI and by the block above
         pass
+
+
+def test_ctrl_c_in_the_final_evaluation_keeps_the_final_checkpoint(
+    reduced, blender_root, tmp_path, monkeypatch
+):
+    def interrupted_evaluation(self):
+        signal.raise_signal(signal.SIGINT)  # the handlers of the steps are gone by now
+
+    monkeypatch.setattr(Trainer, "final_evaluation", interrupted_evaluation)
+    run_dir = tmp_path / "run"
+    args = ["--experiment", "nerf_synthetic", *reduced(blender_root, 2), "--run-dir", str(run_dir)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 130, result.output
+    assert "training had finished" in result.output
+    assert "--resume only evaluates it" in result.output
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step_0000002.pt"]

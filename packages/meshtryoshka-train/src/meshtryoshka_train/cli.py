@@ -138,6 +138,7 @@ def train_one(
 
     if experiment is None and not (resume and run_dir is not None):
         raise click.UsageError("give --experiment NAME (or --resume with --run-dir RUN_DIR)")
+    config = None
     try:
         if experiment is not None:
             config = load_config(experiment, overrides)
@@ -189,7 +190,12 @@ def train_one(
 
         command = resume_command or f"meshtryoshka-train --resume --run-dir {run_dir}"
         kept = list_checkpoints(run_dir) if run_dir is not None else []
-        if kept:
+        finished = (
+            kept and config is not None and kept[-1].name == f"step_{config.train.steps:07d}.pt"
+        )
+        if finished:
+            what = f"training had finished ({kept[-1]}); --resume only evaluates it"
+        elif kept:
             what = f"the newest checkpoint is {kept[-1]}; steps after it are lost"
         else:
             what = "no checkpoint was written"
