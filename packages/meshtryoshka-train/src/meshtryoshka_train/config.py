@@ -161,6 +161,9 @@ class TrainConfig:
     """Newest checkpoints kept on disk (older ones are deleted)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Training device ("auto": CUDA when available)."""
+    export_mesh: bool = False
+    """After the final evaluation, write the zero level set as a coloured PLY to
+    ``RUN_DIR/mesh/`` (what `meshtryoshka-train export-mesh RUN_DIR` writes)."""
 
 
 @dataclass(frozen=True)

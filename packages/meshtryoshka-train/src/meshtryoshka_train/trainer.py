@@ -509,6 +509,9 @@ class Trainer:
                 raise self._interrupted(total)
             self._phase = "the final evaluation"
             evaluation = self.final_evaluation()
+            if self.config.train.export_mesh:
+                self._phase = "the mesh export"
+                self.export_mesh()
         except OUT_OF_MEMORY as error:
             raise TrainingOutOfMemory(self._out_of_memory_message(error)) from None
         return TrainingResult(self.step, self.run_dir, evaluation)
@@ -627,6 +630,20 @@ class Trainer:
                 f"    meshtryoshka-train --resume --run-dir {self.run_dir} {smaller}",
             ]
         )
+
+    def export_mesh(self) -> Path:
+        """Write the field's zero level set like ``export-mesh RUN_DIR``; returns the file."""
+        from .export import export_mesh
+        from .saved_run import SavedRun
+
+        run = SavedRun(self.run_dir, self.config, self.step, self.field, _dataset=self.dataset)
+        result = export_mesh(run)
+        edges = result.edges
+        self.echo(
+            f"mesh: {result.mesh.num_vertices} vertices, {result.mesh.num_faces} faces, "
+            f"watertight {'yes' if edges.watertight else 'no'}; written to {result.path}"
+        )
+        return result.path
 
     def final_evaluation(self) -> dict:
         """Both modes on the whole test split, written to ``eval/step_XXXXXXX/``."""
