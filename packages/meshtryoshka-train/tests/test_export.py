@@ -1,6 +1,8 @@
 """export-mesh: coloured PLY/OBJ of a trained run's level sets, in the dataset's own frame."""
 
+import json
 import shutil
+import struct
 from collections import Counter
 
 import numpy as np
@@ -158,6 +160,56 @@ def test_obj_holds_the_same_mesh(blender_run, tmp_path):
     assert np.array_equal(f_obj, f_ply)
 
 
+def read_glb(path):
+    """(document, positions [N, 3], colors [N, 3] linear float, faces [M, 3]) of a GLB file."""
+    data = path.read_bytes()
+    magic, version, length = struct.unpack_from("<III", data)
+    assert (magic, version, length) == (0x46546C67, 2, len(data))
+    json_length, json_type = struct.unpack_from("<II", data, 12)
+    assert json_type == 0x4E4F534A and json_length % 4 == 0
+    document = json.loads(data[20 : 20 + json_length])
+    bin_length, bin_type = struct.unpack_from("<II", data, 20 + json_length)
+    assert bin_type == 0x004E4942 and 28 + json_length + bin_length == len(data)
+    binary = data[28 + json_length :]
+    assert document["buffers"] == [{"byteLength": bin_length}]
+    types = {5126: "<f4", 5125: "<u4"}
+    widths = {"VEC3": 3, "SCALAR": 1}
+
+    def accessor(index):
+        spec = document["accessors"][index]
+        view = document["bufferViews"][spec["bufferView"]]
+        width = widths[spec["type"]]
+        values = np.frombuffer(
+            binary, types[spec["componentType"]], spec["count"] * width, view["byteOffset"]
+        )
+        return values.reshape(spec["count"], width)
+
+    primitive = document["meshes"][0]["primitives"][0]
+    assert primitive["mode"] == 4
+    positions = accessor(primitive["attributes"]["POSITION"])
+    spec = document["accessors"][primitive["attributes"]["POSITION"]]
+    np.testing.assert_array_equal(spec["min"], positions.min(0))
+    np.testing.assert_array_equal(spec["max"], positions.max(0))
+    colors = accessor(primitive["attributes"]["COLOR_0"])
+    faces = accessor(primitive["indices"]).reshape(-1, 3)
+    return document, positions, colors, faces
+
+
+def test_glb_holds_the_same_mesh(blender_run, tmp_path):
+    ply, glb = tmp_path / "m.ply", tmp_path / "m.glb"
+    assert export(blender_run, "-o", ply).exit_code == 0
+    result = export(blender_run, "-o", glb)
+    assert result.exit_code == 0, result.output
+    v_ply, c_ply, f_ply = read_ply(ply)
+    _, positions, linear, faces = read_glb(glb)
+    np.testing.assert_array_equal(positions, v_ply)
+    np.testing.assert_array_equal(faces, f_ply)
+    # glTF colours are linear: back to sRGB they are the PLY's 8-bit colours.
+    srgb = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
+    np.testing.assert_allclose(srgb * 255, c_ply, atol=1e-3)
+    assert (linear < c_ply / 255 + 1e-6).all()  # darker than the sRGB values, as it must
+
+
 def test_shells_and_levels(blender_run, tmp_path):
     run = open_run(blender_run, device="cpu")
     levels = run.shell_levels()  # nerf_synthetic: CDF 0.7, 0.5, 0.1, 0.001
@@ -234,8 +286,8 @@ def test_bad_run_dirs_and_options_are_refused(blender_run, tmp_path):
     assert result.exit_code == 2 and "--shell must be in 0..3" in result.output
     result = export(blender_run, "--shell", 0, "--level", 0.1)
     assert result.exit_code == 2 and "not both" in result.output
-    result = export(blender_run, "--format", "glb")
-    assert result.exit_code == 2 and "glb" in result.output
+    result = export(blender_run, "--format", "stl")
+    assert result.exit_code == 2 and "'stl' is not one of 'ply', 'obj', 'glb'" in result.output
 
 
 def test_weld_merges_coincident_vertices_and_drops_collapsed_faces():

@@ -1,4 +1,4 @@
-"""Mesh export: one level set of a trained field as a coloured PLY or OBJ, in dataset coordinates.
+"""Mesh export: a level set of a trained field as a coloured PLY, OBJ or GLB, in dataset frame.
 
 The field lives in the contracted cube; `Field.extract` maps its vertices back to the normalized
 scene (uncontraction), and `Dataset.to_world` undoes the dataset normalization, so the mesh lands
@@ -15,7 +15,9 @@ Colours are view independent: the degree-0 spherical harmonic,
 
 from __future__ import annotations
 
+import json
 import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -39,6 +41,7 @@ __all__ = [
     "export_mesh_command",
     "extract_mesh",
     "weld",
+    "write_glb",
     "write_obj",
     "write_ply",
 ]
@@ -46,7 +49,8 @@ __all__ = [
 SH_C0 = 0.28209479177387814
 """The degree-0 real spherical harmonic, 1 / (2 sqrt(pi))."""
 
-Format = Literal["ply", "obj"]
+Format = Literal["ply", "obj", "glb"]
+FORMATS = ("ply", "obj", "glb")
 
 
 @dataclass
@@ -237,6 +241,64 @@ def write_obj(path: str | Path, mesh: Mesh, chunk: int = 1 << 18) -> None:
     write_atomic(Path(path), write)
 
 
+def write_glb(path: str | Path, mesh: Mesh) -> None:
+    """Binary glTF 2.0: one triangle primitive with POSITION (float32), COLOR_0 (float32 RGB,
+    converted from sRGB to the linear values glTF asks for) and uint32 indices.
+
+    Coordinates are written as they are (glTF viewers assume +y up; no axis is swapped). An
+    empty mesh gives a scene with no node. Written atomically.
+    """
+    n, m = mesh.num_vertices, mesh.num_faces
+    document: dict = {
+        "asset": {"version": "2.0", "generator": "meshtryoshka-train"},
+        "scene": 0,
+        "scenes": [{"nodes": [0] if m else []}],
+    }
+    binary = b""
+    if m:
+        positions = mesh.vertices.astype("<f4")
+        srgb = mesh.colors.astype(np.float64) / 255.0
+        linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+        parts = [positions.tobytes(), linear.astype("<f4").tobytes()]
+        parts.append(mesh.faces.astype("<u4").tobytes())
+        offsets = np.cumsum([0] + [len(p) for p in parts])  # every part is a multiple of 4
+        binary = b"".join(parts)
+        document.update(
+            nodes=[{"mesh": 0}],
+            meshes=[
+                {
+                    "primitives": [
+                        {"attributes": {"POSITION": 0, "COLOR_0": 1}, "indices": 2, "mode": 4}
+                    ]
+                }
+            ],
+            buffers=[{"byteLength": len(binary)}],
+            bufferViews=[
+                {"buffer": 0, "byteOffset": int(offsets[i]), "byteLength": len(part), "target": t}
+                for i, (part, t) in enumerate(zip(parts, (34962, 34962, 34963), strict=True))
+            ],
+            accessors=[
+                {
+                    "bufferView": 0,
+                    "componentType": 5126,
+                    "count": n,
+                    "type": "VEC3",
+                    "min": positions.min(axis=0).tolist(),
+                    "max": positions.max(axis=0).tolist(),
+                },
+                {"bufferView": 1, "componentType": 5126, "count": n, "type": "VEC3"},
+                {"bufferView": 2, "componentType": 5125, "count": 3 * m, "type": "SCALAR"},
+            ],
+        )
+    text = json.dumps(document, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)
+    chunks = struct.pack("<II", len(text), 0x4E4F534A) + text
+    if binary:
+        chunks += struct.pack("<II", len(binary), 0x004E4942) + binary
+    header = struct.pack("<III", 0x46546C67, 2, 12 + len(chunks))
+    write_atomic(Path(path), lambda file: file.write(header + chunks))
+
+
 # --- the operation and its command ---------------------------------------------------------------
 
 
@@ -272,7 +334,8 @@ def export_mesh(
         level: signed-distance level in contracted units (0 = the surface; the shells of the
             schedule are `SavedRun.shell_levels`).
         output: the file; default ``RUN_DIR/mesh/mesh_step_XXXXXXX<suffix>.<fmt>``.
-        fmt: ``"ply"`` or ``"obj"``; None takes the suffix of `output` (default ply).
+        fmt: ``"ply"``, ``"obj"`` or ``"glb"``; None takes the suffix of `output` (default
+            ply).
         normalized: keep the normalized training coordinates (no dataset needed) instead of
             the dataset's original ones.
         crop: keep only faces within ``crop * center_radius`` (infinity norm, normalized
@@ -280,9 +343,9 @@ def export_mesh(
     """
     if fmt is None:
         fmt = Path(output).suffix.lstrip(".").lower() if output is not None else "ply"
-        fmt = fmt if fmt in ("ply", "obj") else "ply"
-    if fmt not in ("ply", "obj"):
-        raise ValueError(f"fmt must be 'ply' or 'obj', got {fmt!r}")
+        fmt = fmt if fmt in FORMATS else "ply"
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(FORMATS)}; got {fmt!r}")
     if not math.isfinite(level):
         raise ValueError(f"level must be a finite number, got {level}")
     if crop is not None and not crop > 0:
@@ -293,7 +356,7 @@ def export_mesh(
     if not normalized:
         mesh.vertices = np.asarray(run.dataset.to_world(mesh.vertices), dtype=np.float64)
     path = Path(output) if output is not None else default_mesh_path(run, fmt, suffix)
-    (write_ply if fmt == "ply" else write_obj)(path, mesh)
+    {"ply": write_ply, "obj": write_obj, "glb": write_glb}[fmt](path, mesh)
     return ExportResult(
         path=path,
         mesh=mesh,
@@ -315,7 +378,7 @@ def export_mesh(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["ply", "obj"]),
+    type=click.Choice(list(FORMATS)),
     help="File format (default: the output's suffix, else ply).",
 )
 @click.option(
