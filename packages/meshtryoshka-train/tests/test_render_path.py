@@ -88,8 +88,12 @@ def test_test_path_renders_the_test_cameras(blender_run, tmp_path):
     frames = sorted((tmp_path / "t").glob("*.png"))
     assert [f.name for f in frames] == ["0000_r_0.png", "0001_r_1.png"]
     assert all(Image.open(f).size == (24, 24) for f in frames)  # the dataset's size
-    result = render(blender_run, "--path", "test", "--frames", 1, "-o", tmp_path / "one")
-    assert result.exit_code == 0 and len(list((tmp_path / "one").glob("*.png"))) == 1
+    # A shorter render into the same folder leaves no stale frame behind; other files stay.
+    (tmp_path / "t" / "notes.png").write_bytes(b"")
+    result = render(blender_run, "--path", "test", "--frames", 1, "-o", tmp_path / "t")
+    assert result.exit_code == 0, result.output
+    names = sorted(f.name for f in (tmp_path / "t").glob("*.png"))
+    assert names == ["0000_r_0.png", "notes.png"]
 
 
 def test_bad_arguments_are_refused(blender_run, tmp_path):

@@ -242,7 +242,8 @@ def render_path(
         mode: ``"layered"`` (every shell of the step, as evaluated), ``"surface"`` (the zero
             level set, opaque) or ``"shell:K"`` (shell K of the step alone, opaque).
         size: (H, W) of the frames; default the dataset's image size.
-        output: the folder; default ``RUN_DIR/renders/<path>_<mode>_step_XXXXXXX``.
+        output: the folder; default ``RUN_DIR/renders/<path>_<mode>_step_XXXXXXX``. Frames
+            of this path's naming pattern left there by an earlier render are removed.
         fps: frame rate of the GIF (a preview: at most `PREVIEW_SIDE` pixels on its longer side).
     Frames use ``model.eval_ssaa``, ``model.eval_near`` and the dataset's background (white for
     a random one). Returns the folder, the PNG paths, the GIF path and the face count.
@@ -317,6 +318,10 @@ def render_path(
             small = (max(1, round(preview.width * shrink)), max(1, round(preview.height * shrink)))
             preview = preview.resize(small, Image.Resampling.LANCZOS)
         images.append(preview)
+    # Frames of an earlier, longer render into the same folder would mix with these.
+    pattern = "frame_[0-9][0-9][0-9][0-9].png" if path == "orbit" else "[0-9][0-9][0-9][0-9]_*.png"
+    for stale in set(folder.glob(pattern)) - set(written):
+        stale.unlink()
     gif = folder / f"{path}_{name}.gif"
     images[0].save(
         gif,
