@@ -394,13 +394,11 @@ class _Client:
 
 
 def _fmt_count(value: float) -> str:
-    return (
-        f"{value / 1e6:.2f}M"
-        if value >= 1e6
-        else f"{value / 1e3:.1f}k"
-        if value >= 1e3
-        else (f"{int(value)}")
-    )
+    if value >= 1e6:
+        return f"{value / 1e6:.2f}M"
+    if value >= 1e3:
+        return f"{value / 1e3:.1f}k"
+    return f"{int(value)}"
 
 
 class Viewer:
