@@ -259,3 +259,23 @@ def test_render_is_nearly_unchanged_across_a_resolution_step():
     after = render()
     assert float(psnr(after, before).min()) > 35.0  # measured 40-45 dB
     assert float((after - before).abs().mean()) < 0.005  # measured 0.0012
+
+
+def test_curvature_is_in_grid_units_so_its_weight_does_not_grow_with_resolution():
+    from slang_marching_cubes import sdf_regularizers
+
+    coarse, fine = make_field(center=12), make_field(center=24)
+    for field in (coarse, fine):
+        size = 1.0 / field.grids[0].shape[0]
+        plain = sdf_regularizers(field.grids[0], field.sdf.detach())["curvature"]
+        scaled = field.regularizers()["curvature"]
+        assert float(scaled.detach()) == pytest.approx(float(plain) * size**4, rel=1e-5)
+    # A smooth field: the plain term is nearly resolution independent, the scaled one ~ h^4.
+    ratio = float(fine.regularizers()["curvature"].detach()) / float(
+        coarse.regularizers()["curvature"].detach()
+    )
+    assert 0.03 < ratio < 0.1  # (1/2)^4 = 0.0625
+    # Per-vertex noise of a fixed size costs about the same at both resolutions.
+    noisy = [make_field(center=n, sdf_noise=0.01, seed=1) for n in (12, 24)]
+    values = [float(f.regularizers()["curvature"].detach()) for f in noisy]
+    assert 0.5 < values[1] / values[0] < 2.0

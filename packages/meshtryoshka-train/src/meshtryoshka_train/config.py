@@ -122,7 +122,8 @@ class LossConfig:
     eikonal_neg: float = 1.0
     """Weight of the eikonal term where |grad s| < 1."""
     curvature: float = 0.1
-    """Weight of the curvature (smoothness of grad s) term."""
+    """Weight of the curvature (smoothness of grad s) term, in grid units (the original's scale:
+    a squared discrete Laplacian of the grid values; see `Field.regularizers`)."""
     sdf_binary: float = 0.02
     """Weight of -mean|s| over extracted shell vertices."""
     sh: float = 1.0

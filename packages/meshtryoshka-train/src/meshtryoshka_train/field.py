@@ -300,6 +300,13 @@ class Field:
 
         Each block's terms are computed in its own grid coordinates (``[0, 1]^3`` per block);
         for a bounded scene that is the contracted cube, where the sdf is a distance.
+
+        The curvature is returned in grid units: `sdf_regularizers`' resolution-independent
+        value (about ``|Hessian|^2 / 3``) times ``h^4``, ``h`` the block's voxel size (geometric
+        mean over the axes). That is the scale of a squared discrete Laplacian of the grid
+        values, as in the original, so ``loss.curvature`` keeps the original's meaning: a
+        penalty on vertex-to-vertex roughness that does not grow when the grid is refined (the
+        unscaled value of a field with per-vertex noise ``e`` grows like ``e^2 / h^4``).
         """
         total = {"eikonal_pos": 0.0, "eikonal_neg": 0.0, "curvature": 0.0}
         voxels = max(self.num_voxels, 1)
@@ -307,6 +314,8 @@ class Field:
             if grid.num_voxels == 0:
                 continue
             terms = sdf_regularizers(grid, self.block_values(self.sdf, b), check_finite=False)
+            voxel_size = math.prod(1.0 / d for d in grid.shape) ** (1.0 / 3.0)
+            terms["curvature"] = terms["curvature"] * voxel_size**4
             for name in total:
                 total[name] = total[name] + terms[name] * (grid.num_voxels / voxels)
         return {
