@@ -107,10 +107,12 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(venv_params=VENV_PARAMS, default=False)
 def demo(session: nox.Session) -> None:
-    """Train on the bundled demo scene (the README's main command)."""
+    """Train on the bundled demo scene (the README's main command), then print the test PSNR
+    and write the mesh; outputs in ./workspace/demo/demo (replaced at each run). Arguments
+    after ``--`` are overrides, e.g. ``nox -s demo -- train.steps=200``."""
     install_torch(session)
     session.install(*local_requirements("meshtryoshka-train", extras="test"))
-    session.run("meshtryoshka-train", "--experiment", "demo", *session.posargs)
+    session.run("meshtryoshka-train", "--experiment", "demo", "--overwrite", *session.posargs)
 
 
 # The kernel compatibility matrix (tools/compat.py does the work; docs/compat.md is the result).
