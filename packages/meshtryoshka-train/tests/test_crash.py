@@ -161,9 +161,12 @@ def test_ctrl_c_checkpoints_the_current_step_and_resume_loses_nothing(
     assert f"Resume with: meshtryoshka-train --resume --run-dir {run_dir}" in output
     assert [p.name for p in list_checkpoints(run_dir)] == [f"step_{step:07d}.pt"]
 
-    result = CliRunner().invoke(main, ["--resume", "--run-dir", str(run_dir)])
+    # An override with --resume (one that leaves the result alone) is kept in config.toml.
+    resume = ["--resume", "--run-dir", str(run_dir), "train.keep_checkpoints=3"]
+    result = CliRunner().invoke(main, resume)
     assert result.exit_code == 0, result.output
     assert f"resumed from step {step}:" in result.output
+    assert load_saved_config(run_dir / "config.toml").train.keep_checkpoints == 3
     assert_same_training(final_state(run_dir), uninterrupted)
     assert train_steps_logged(run_dir) == list(range(1, STEPS + 1))
 
