@@ -99,16 +99,21 @@ def test_export_writes_the_sphere_in_dataset_coordinates(blender_run):
     assert len(vertices) > 100 and faces.min() == 0 and faces.max() == len(vertices) - 1
     # The true sphere has radius 1 in the dataset's frame (0.75 in the normalized one).
     radius = np.linalg.norm(vertices, axis=1)
-    assert abs(radius.mean() - 1.0) < 0.05  # measured 1.009
-    assert radius.min() > 0.75 and radius.max() < 1.25  # measured 0.84 .. 1.13
+    # Two Adam steps move the surface a little (seeds 0-2: mean 1.015-1.041, 5th-95th
+    # percentiles 0.80-1.22); in the normalized frame the mean would be about 0.76.
+    assert abs(radius.mean() - 1.0) < 0.1
+    low, high = np.percentile(radius, [5, 95])
+    assert 0.7 < low and high < 1.3
+    assert 0.5 < radius.min() and radius.max() < 1.5
     # Every edge shared by exactly two faces, once in each direction.
     assert set(edge_uses(faces).values()) == {2}
     directed = Counter(directed_edges(faces))
     assert set(directed.values()) == {1}
-    # Faces wind counter-clockwise seen from outside: the normals point away from the centre.
-    a, b, c = (vertices[faces[:, i]] for i in range(3))
-    normals = np.cross(b - a, c - a)
-    assert (np.einsum("ij,ij->i", normals, (a + b + c) / 3) > 0).mean() > 0.99
+    # Faces wind counter-clockwise seen from outside: the enclosed (signed) volume is positive,
+    # about the unit ball's 4.19 (seeds 0-2: 4.03-4.32; 1.77 in the normalized frame).
+    a, b, c = (vertices[faces[:, i]].astype(np.float64) for i in range(3))
+    volume = np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6
+    assert 3.5 < volume < 5.0
     # Colours: SH degree 0 around 0.5 after two steps, within [0, 255], not constant.
     assert 60 < colors.mean() < 200 and colors.std() > 1
     assert not list((blender_run / "mesh").glob(".*"))  # no temporary file left behind
