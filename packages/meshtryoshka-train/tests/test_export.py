@@ -241,9 +241,9 @@ def test_unbounded_run_exports_around_the_true_sphere(colmap_run):
     assert len(faces) > 0 and set(edge_uses(faces).values()) == {2}
     assert "watertight: yes" in result.output
     centre = np.array([2.0, -1.0, 0.5])  # write_colmap_scene's sphere, dataset frame
-    assert np.linalg.norm(vertices.mean(0) - centre) < 0.35  # measured 0.21
+    assert np.linalg.norm(vertices.mean(0) - centre) < 0.35  # seeds 0-2: 0.18-0.21
     distance = np.linalg.norm(vertices - centre, axis=1)
-    assert abs(distance.mean() - 0.8) < 0.2  # measured 0.86
+    assert abs(distance.mean() - 0.8) < 0.2  # seeds 0-2: 0.84-0.87
     assert distance.max() < 1.5
 
 
