@@ -80,7 +80,7 @@ def owned_and_owner(masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 #: grids with at most this many voxels keep their corner and neighbour tables between calls
-CACHE_VOXELS = 1 << 21
+CACHE_VOXELS = 1 << 20
 
 
 def _static_tables(grid: SparseGrid) -> dict[str, Tensor]:
@@ -120,6 +120,33 @@ def _positive_neighbors(grid: SparseGrid) -> Tensor:
     if "positive_neighbors" not in tables:
         tables["positive_neighbors"] = grid.voxel_neighbors()[:, 1::2].contiguous()
     return tables["positive_neighbors"]
+
+
+def _ownership(grid: SparseGrid, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """For voxels ``grid.voxels[index]``: ``owned`` bool ``[n, 12]``, the owner's edge slot
+    int64 ``[n, 12]`` and the owner's voxel index int64 ``[n, 12]`` (into ``grid.voxels``).
+
+    Computed for every voxel once per grid and cached when the grid is small enough
+    (`CACHE_VOXELS`), else for the given voxels only.
+    """
+    tables = _static_tables(grid)
+    if "owned" in tables:  # stored compactly: int8 slots, int32 voxel indices
+        slot, voxel = tables["owner_slot"][index].long(), tables["owner_voxel"][index].long()
+        return tables["owned"][index], slot, voxel
+    cache = getattr(grid, "_reference_tables", (None, None))[1] is tables
+    if cache:
+        index_all = torch.arange(grid.num_voxels, device=grid.device)
+    else:
+        index_all = index
+    owned, owner_offset, owner_slot = owned_and_owner(neighbor_masks(grid, index_all))
+    own_coords = _unlin(grid.voxels[index_all], grid.shape)[:, None, :] + owner_offset
+    owner_voxel = grid.find_voxels(own_coords)  # [n, 12]
+    if not cache:
+        return owned, owner_slot, owner_voxel
+    tables["owned"] = owned
+    tables["owner_slot"] = owner_slot.to(torch.int8)
+    tables["owner_voxel"] = owner_voxel.to(torch.int32)
+    return owned[index], owner_slot[index], owner_voxel[index]
 
 
 def _tables(device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -213,8 +240,7 @@ def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Te
     # 2. crossings and ownership of the 12 edges of each active voxel
     ca, cb = edge_corners[:, 0], edge_corners[:, 1]
     crossing = ((codes[..., None] >> ca) & 1) != ((codes[..., None] >> cb) & 1)  # [L, A, 12]
-    masks = neighbor_masks(grid, active)
-    owned, owner_offset, owner_slot = owned_and_owner(masks)  # [A, 12], [A, 12, 3], [A, 12]
+    owned, owner_slot, own_voxel = _ownership(grid, active)  # [A, 12] each
     created = crossing & owned  # [L, A, 12]
 
     # 3. vertices, ordered by (level, voxel, slot)
@@ -239,10 +265,10 @@ def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Te
     # vertex id of every crossing edge (owned or not) through its owner: [L, A, 12]
     vid = torch.full(created.shape, -1, dtype=torch.int64, device=dev)
     vid[lvl, vox, slot] = torch.arange(lvl.numel(), device=dev)
-    own_coords = _unlin(grid.voxels[active], grid.shape)[:, None, :] + owner_offset  # [A, 12, 3]
-    own_voxel = grid.find_voxels(own_coords)  # grid voxel index of the owner
-    own_active = torch.searchsorted(active, own_voxel)  # owners of crossing edges are active
-    own_active = own_active.clamp(max=num_active - 1)
+    # owners of crossing edges are active: their index in `active` (others: any valid index)
+    active_index = torch.zeros(grid.num_voxels, dtype=torch.int64, device=dev)
+    active_index[active] = torch.arange(num_active, device=dev)
+    own_active = active_index[own_voxel]
 
     # 4. faces, ordered by (level, voxel, table order)
     ntri = tri_offsets[codes + 1] - tri_offsets[codes]  # [L, A]
