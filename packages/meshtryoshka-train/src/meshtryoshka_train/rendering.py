@@ -56,10 +56,12 @@ def render_extraction(
     ssaa: int,
     near: float,
     alpha_max: float | None = None,
+    cull_backfaces: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Render shells from B cameras; returns (image [B, 3, H, W], alpha [B, 1, H, W]).
 
     background: float32 ``[B, 3]`` (one colour per image). alpha_max: None uses the model's.
+    cull_backfaces: False also draws faces seen from inside (the viewer's cut-away sections).
     """
     cameras = Cameras(world_to_camera.float(), intrinsics.float(), image_size)
     if bool((background == background[:1]).all()):
@@ -78,5 +80,6 @@ def render_extraction(
         ssaa=ssaa,
         near=near,
         alpha_max=model.alpha_max if alpha_max is None else alpha_max,
+        cull_backfaces=cull_backfaces,
         backend=model.backend,
     )

@@ -348,6 +348,8 @@ class ViewRenderer:
             ssaa=1,
             near=self.config.model.train_near,
             alpha_max=alpha_max,
+            # a cut shell is open: show its inside too (voxel slabs stay closed)
+            cull_backfaces=view.section >= 1.0 or view.mode == "voxels",
         )
         pixels = (image[0].clamp(0, 1) * 255).round().to(torch.uint8)
         return np.ascontiguousarray(pixels.permute(1, 2, 0).cpu().numpy())
