@@ -82,3 +82,18 @@ def test_export_writes_the_mode_s_meshes(viewer, trained, mode, expected):
     folder = trained.run_dir / "viewer"
     for name in expected:
         assert (folder / name).read_bytes().startswith(b"ply"), name
+
+
+def test_a_failing_button_is_reported_and_training_goes_on(trained, tmp_path):
+    lines = []
+    viewer = Viewer(trained, training=True, echo=lines.append)
+    run_dir = trained.run_dir
+    try:
+        trained.run_dir = tmp_path / "not_a_folder"
+        trained.run_dir.write_text("")  # run_dir/viewer cannot be made
+        viewer.actions.append(("export", None))
+        assert viewer.poll(trained, {}) == 0.0
+    finally:
+        trained.run_dir = run_dir
+        viewer.close()
+    assert any(line.startswith("viewer: export failed") for line in lines), lines

@@ -544,7 +544,10 @@ class Viewer:
         with self.lock:
             actions, self.actions = self.actions, []
         for action, client_id in actions:
-            self._run_action(source, action, client_id)
+            try:
+                self._run_action(source, action, client_id)
+            except Exception as error:  # a full disk, say: report it, keep training
+                self.echo(f"viewer: {action} failed ({type(error).__name__}: {error})")
         self._orbit(now)
         return self._render_due(source, budgeted=budgeted)
 
@@ -645,11 +648,11 @@ class Viewer:
             camera_time = state.camera_time
             try:
                 image = self._frame(source, state.handle, view, moving)
+                state.handle.scene.set_background_image(image, format="jpeg", jpeg_quality=90)
             except Exception as error:  # a closed socket, an odd camera: skip this frame
                 self.echo(f"viewer: frame skipped ({type(error).__name__}: {error})")
                 state.frame_view, state.frame_camera_time = view, camera_time
                 continue
-            state.handle.scene.set_background_image(image, format="jpeg", jpeg_quality=90)
             spent = time.perf_counter() - began
             if budgeted:
                 self.budget.spend(spent)
