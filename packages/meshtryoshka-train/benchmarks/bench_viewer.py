@@ -1,14 +1,15 @@
-"""How much the web viewer slows training: steps/s without it, with it idle, and with a
-headless browser whose camera orbits the scene without pause (a frame is always due).
+"""How much the web viewer slows training: steps/s without it, with it idle, with a headless
+browser watching, and with the browser's camera orbiting without pause (a frame always due).
 
     python benchmarks/bench_viewer.py [--steps 60] [--device cpu] [KEY=VALUE ...]
 
 Trains the bundled demo scene (or any experiment with overrides) from the same seed for
 --steps steps (no checkpoints, no evaluation) in each of the three ways, interleaved,
 --repeats times, and prints the best run of each way. "render share" is
-the viewer's render seconds over the training seconds: what `viewer.max_slowdown` caps. The
-browser runs on the same machine, so on a small CPU-only machine its own drawing competes with
-training too; that part is not the viewer's render cost. Needs viser; the orbit row needs
+the viewer's render seconds over the training seconds: what `viewer.max_slowdown` caps.
+"CPU s/step" is this process's CPU time per step. The browser runs on the same machine, so on
+a small CPU-only machine its own (software WebGL) drawing competes with training for the cores:
+steps/s then drops while this process's CPU time per step does not. Needs viser; the orbit row needs
 selenium, Debian's chromium and chromium-driver (skipped without them).
 """
 
@@ -48,13 +49,14 @@ def open_browser(url: str, workdir: Path):
 
 
 def train(config, run_dir: Path, steps: int, mode: str) -> dict | None:
-    """Train `steps` steps; mode "off", "idle" (viewer, no browser) or "orbit"."""
+    """Train `steps` steps; mode "off", "idle" (viewer, no browser), "watch" (a browser, still
+    camera: a live frame per `viewer.refresh_interval`) or "orbit" (a frame always due)."""
     prepare_run_dir(run_dir, config, resume=False, overwrite=True)
     trainer = Trainer(config, run_dir, echo=lambda _: None)
     viewer = driver = None
     if mode != "off":
         viewer = Viewer(trainer, training=True, echo=lambda _: None)
-        if mode == "orbit":
+        if mode in ("watch", "orbit"):
             driver = open_browser(viewer.url, run_dir)
             if driver is None:
                 viewer.close()
@@ -63,14 +65,14 @@ def train(config, run_dir: Path, steps: int, mode: str) -> dict | None:
             while viewer.frames == 0 and time.monotonic() < deadline:
                 viewer.poll()  # serve the first frame before timing starts
                 time.sleep(0.05)
-            viewer.orbit_widget.value = True
+            viewer.orbit_widget.value = mode == "orbit"
         trainer.step_hooks.append(viewer.poll)
         viewer.rendered_seconds, viewer.frames = 0.0, 0
     trainer.apply_schedules(0)  # warm up outside the timing (first extraction, allocations)
-    begin = time.perf_counter()
+    begin, cpu = time.perf_counter(), time.process_time()
     trainer.run(stop_at=steps)
-    seconds = time.perf_counter() - begin
-    result = {"mode": mode, "steps_per_second": steps / seconds, "seconds": seconds}
+    seconds, cpu = time.perf_counter() - begin, time.process_time() - cpu
+    result = {"mode": mode, "steps_per_second": steps / seconds, "cpu_per_step": cpu / steps}
     if viewer is not None:
         result["frames"] = viewer.frames
         result["render_share"] = viewer.rendered_seconds / max(
@@ -102,7 +104,7 @@ def main() -> None:
     best: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as folder:
         for _ in range(args.repeats):  # interleaved, best of N: other load on the machine
-            for mode in ("off", "idle", "orbit"):
+            for mode in ("off", "idle", "watch", "orbit"):
                 row = train(config, Path(folder) / mode, args.steps, mode)
                 if row is None:
                     print(f"{mode}: skipped (selenium, chromium or chromedriver missing)")
@@ -112,13 +114,17 @@ def main() -> None:
     base = rows[0]["steps_per_second"]
     print(f"{args.experiment}, {args.steps} steps (best of {args.repeats}), {args.device}")
     print(config.viewer)
-    print(f"{'viewer':8s} {'steps/s':>8s} {'slowdown':>9s} {'frames':>7s} {'render share':>13s}")
+    print(
+        f"{'viewer':8s} {'steps/s':>8s} {'slowdown':>9s} {'CPU s/step':>11s} {'frames':>7s} "
+        f"{'render share':>13s}"
+    )
     for row in rows:
         slowdown = base / row["steps_per_second"] - 1
         share = row.get("render_share")
         print(
             f"{row['mode']:8s} {row['steps_per_second']:8.2f} {slowdown * 100:8.1f}% "
-            f"{row.get('frames', '-'):>7} {'-' if share is None else f'{share * 100:.1f}%':>13s}"
+            f"{row['cpu_per_step']:11.3f} {row.get('frames', '-'):>7} "
+            f"{'-' if share is None else f'{share * 100:.1f}%':>13s}"
         )
 
 
