@@ -177,3 +177,11 @@ def test_bundled_demo_scene_and_run_directory_names(reduced, tmp_path):
     with pytest.raises(ConfigError, match="holds only the scene 'demo'"):
         dataset_folder(load_config("demo", ["dataset.scene=lego"]))
     assert default_run_dir(config, tmp_path) == tmp_path / "demo" / "demo"
+
+
+def test_cpu_training_says_once_that_the_reference_kernels_run(reduced, tmp_path, blender_root):
+    auto = [*reduced(blender_root), "model.backend=auto"]
+    trainer = make_trainer(tmp_path, "nerf_synthetic", auto)
+    assert sum("pure-PyTorch reference backend" in line for line in trainer.lines) == 1
+    quiet = make_trainer(tmp_path, "nerf_synthetic", reduced(blender_root), name="quiet")
+    assert not any("reference backend" in line for line in quiet.lines)

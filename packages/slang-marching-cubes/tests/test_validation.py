@@ -160,3 +160,19 @@ def test_write_ply_rejects(tmp_path):
         write_ply(tmp_path / "x.ply", torch.zeros(3, 3), torch.zeros(1, 3))
     with pytest.raises(ValueError, match="faces must index"):
         write_ply(tmp_path / "x.ply", torch.zeros(3, 3), torch.tensor([[0, 1, 3]]))
+
+
+def test_auto_on_cuda_without_slang_falls_back_with_one_notice(capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from slang_marching_cubes import _backend, api
+
+    monkeypatch.setattr(api, "slang_available", lambda: (False, "no slangtorch"))
+    _backend.notice_reference_fallback.cache_clear()
+    fake_cuda = SimpleNamespace(is_cuda=True, dtype=torch.float32)
+    assert api._choose_backend("auto", [fake_cuda]) == "reference"
+    assert api._choose_backend("auto", [fake_cuda]) == "reference"
+    assert capsys.readouterr().err.count("Slang backend is not available (no slangtorch)") == 1
+    cpu = torch.zeros(2)
+    assert api._choose_backend("auto", [cpu]) == "reference"
+    assert capsys.readouterr().err == ""

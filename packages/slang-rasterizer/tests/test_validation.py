@@ -183,3 +183,17 @@ def test_key_layout_raises_before_wrapping():
         _slang.key_layout(2**12, (2**14, 2**14), 10)
     with pytest.raises(ValueError, match="cameras x faces"):
         _slang.key_layout(4, (8, 8), 2**29)
+
+
+def test_auto_on_cuda_without_slang_falls_back_with_one_notice(capsys, monkeypatch):
+    from slang_rasterizer import _slang_runtime, api
+
+    monkeypatch.setattr(_slang_runtime, "slang_available", lambda: (False, "no slangtorch"))
+    api._notice_reference_fallback.cache_clear()
+    device = torch.device("cuda")
+    assert api.resolve_backend("auto", device) == "reference"
+    assert api.resolve_backend("auto", device) == "reference"
+    err = capsys.readouterr().err
+    assert err.count("Slang backend is not available (no slangtorch)") == 1
+    assert api.resolve_backend("auto", torch.device("cpu")) == "reference"
+    assert capsys.readouterr().err == ""  # CPU tensors: the reference is expected, no notice

@@ -262,6 +262,11 @@ class Trainer:
         self.stop_signal: int | None = None
         self._phase = "the training step"  # what runs now, for the out-of-memory message
         self.device = resolve_device(config.train.device)
+        if self.device.type == "cpu" and config.model.backend != "reference":
+            self.echo(
+                "no CUDA device: the kernels run on their pure-PyTorch reference backend "
+                "(fine for the demo, slow for real scenes)"
+            )
         self.dataset = load_scene(config, self.device)
         train = self.dataset.splits["train"]
         largest = max(config.optim.batch_size.values.values())

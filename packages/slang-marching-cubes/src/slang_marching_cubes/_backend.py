@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 
 import torch
 
@@ -21,3 +22,14 @@ def slang_available() -> tuple[bool, str]:
     if not torch.cuda.is_available():
         return False, "no CUDA device"
     return _runtime_available()
+
+
+@functools.cache
+def notice_reference_fallback(why: str) -> None:
+    """One line on stderr, once per reason: CUDA tensors run on the (slow) reference backend."""
+    print(
+        f"slang_marching_cubes: the Slang backend is not available ({why}); using the "
+        "pure-PyTorch reference backend (slow). `meshtryoshka-train doctor` or "
+        "`python -m slang_marching_cubes info` says more.",
+        file=sys.stderr,
+    )

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from . import reference
-from ._backend import slang_available
+from ._backend import notice_reference_fallback, slang_available
 from .grid import SparseGrid, _describe
 from .shells import Shells
 
@@ -61,8 +61,11 @@ def _choose_backend(backend: str, tensors: Sequence[Tensor]) -> str:
         raise ValueError(f"backend must be 'auto', 'reference' or 'slang', got {backend!r}")
     on_cuda = all(t.is_cuda for t in tensors)
     if backend == "auto":
-        if on_cuda and all(t.dtype == torch.float32 for t in tensors) and slang_available()[0]:
-            return "slang"
+        if on_cuda and all(t.dtype == torch.float32 for t in tensors):
+            ok, why = slang_available()
+            if ok:
+                return "slang"
+            notice_reference_fallback(why)
         return "reference"
     if backend == "slang":
         if not on_cuda:

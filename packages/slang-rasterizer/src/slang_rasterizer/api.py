@@ -7,7 +7,9 @@ tensors are on CUDA and the Slang runtime is available, the reference otherwise.
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from typing import Literal
 
 import torch
@@ -35,6 +37,16 @@ MAX_FUSED_SHELLS = 16
 _FLOATS = (torch.float32, torch.float64)
 
 
+@functools.cache
+def _notice_reference_fallback(why: str) -> None:
+    """One line on stderr, once per reason: CUDA tensors run on the (slow) reference backend."""
+    print(
+        f"slang_rasterizer: the Slang backend is not available ({why}); using the pure-PyTorch "
+        "reference backend (slow). `python -m slang_rasterizer info` says more.",
+        file=sys.stderr,
+    )
+
+
 def resolve_backend(backend: str, device: torch.device) -> str:
     """ "reference" or "slang" for ``backend`` ("auto", "reference" or "slang") on ``device``."""
     if backend not in ("auto", "reference", "slang"):
@@ -45,7 +57,12 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 
     on_cuda = device.type == "cuda"
     if backend == "auto":
-        return "slang" if on_cuda and slang_available()[0] else "reference"
+        if not on_cuda:
+            return "reference"
+        ok, why = slang_available()
+        if not ok:
+            _notice_reference_fallback(why)
+        return "slang" if ok else "reference"
     if not on_cuda:
         raise ValueError(f"backend='slang' needs CUDA tensors, got tensors on {device}")
     ok, why = slang_available()
