@@ -33,8 +33,8 @@ SHORT = [
     "train.device=cpu",
 ]
 #: test PSNR gain over the untrained field required after the shortened run (dB). Measured:
-#: untrained 11.56 / 11.24 dB (layered / surface), after 80 steps 22.25 / 22.16 dB (+10.7 dB);
-#: the 80-step run takes about 25 s of CPU time, the whole module about 2 minutes.
+#: untrained 11.56 / 11.24 dB (layered / surface), after 80 steps 22.39 / 22.30 dB (+10.8 dB);
+#: the whole module takes about 1 minute on an idle 2-core machine.
 MIN_GAIN_DB = 6.0
 
 PSNR_LINE = re.compile(r"test PSNR at step (\d+): layered ([\d.]+) dB, surface ([\d.]+) dB")
