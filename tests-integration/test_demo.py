@@ -40,8 +40,13 @@ MIN_GAIN_DB = 6.0
 PSNR_LINE = re.compile(r"test PSNR at step (\d+): layered ([\d.]+) dB, surface ([\d.]+) dB")
 
 
+#: one CPU thread in every run: the resumed run must reproduce the uninterrupted one exactly,
+#: and a multi-threaded BLAS may change its thread count (and so its float sums) with the load.
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = ENV
     result = subprocess.run(
         [sys.executable, "-m", "meshtryoshka_train", *args],
         capture_output=True,
@@ -133,7 +138,7 @@ def test_render_two_frames(trained, tmp_path):
 def test_sigkill_then_resume_gives_the_uninterrupted_result(trained, tmp_path):
     run_dir, stdout = trained
     killed = tmp_path / "killed"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = ENV
     process = subprocess.Popen(
         [sys.executable, "-m", "meshtryoshka_train", "--experiment", "demo", "--run-dir",
          str(killed), *SHORT],
