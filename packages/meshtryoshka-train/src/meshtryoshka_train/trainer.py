@@ -700,7 +700,7 @@ class Trainer:
             self.step,
             total,
             f"step {self.step}/{total} | loss {values['total']:.4f} | psnr {values['psnr']:.2f}"
-            f" | faces {_count(values['faces'])} | res {self.field.center_resolution}"
+            f" | faces {format_count(values['faces'])} | res {self.field.center_resolution}"
             f" | {rate:.2f} steps/s | eta {_duration(remaining)}",
         )
 
@@ -740,7 +740,8 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _count(value: float) -> str:
+def format_count(value: float) -> str:
+    """A count for progress lines: ``812``, ``81.2k``, ``1.85M``."""
     if value >= 1e6:
         return f"{value / 1e6:.2f}M"
     if value >= 1e3:

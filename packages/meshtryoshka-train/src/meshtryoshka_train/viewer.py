@@ -42,6 +42,7 @@ from .config import Config, ConfigError, ViewerConfig
 from .contraction import Contraction
 from .field import Extraction, Field, shell_levels
 from .rendering import OPAQUE_SDF, extract_for_mode, render_extraction
+from .trainer import format_count
 
 __all__ = [
     "INSTALL_HINT",
@@ -395,14 +396,6 @@ class _Client:
     frames: int = 0
 
 
-def _fmt_count(value: float) -> str:
-    if value >= 1e6:
-        return f"{value / 1e6:.2f}M"
-    if value >= 1e3:
-        return f"{value / 1e3:.1f}k"
-    return f"{int(value)}"
-
-
 class Viewer:
     """The web viewer of a trainer (live) or of a restored run.
 
@@ -574,7 +567,7 @@ class Viewer:
         for key, label, fmt in (
             ("total", "loss", "{:.4f}".format),
             ("psnr", "PSNR", "{:.2f} dB".format),
-            ("faces", "faces", _fmt_count),
+            ("faces", "faces", format_count),
         ):
             if stats is not None and key in stats:
                 shown.append(f"**{label}** {fmt(float(stats[key]))}")
@@ -594,10 +587,10 @@ class Viewer:
         lines.append(
             f"**grid** {field.center_resolution}"
             + (f"/{field.arm_resolution}" if field.arm_resolution else "")
-            + f", {_fmt_count(field.num_voxels)} voxels, SH degree {field.sh_degree}"
+            + f", {format_count(field.num_voxels)} voxels, SH degree {field.sh_degree}"
         )
         if self._geometry_faces is not None:
-            lines.append(f"**shown** {_fmt_count(self._geometry_faces)} faces")
+            lines.append(f"**shown** {format_count(self._geometry_faces)} faces")
         return "  \n".join(lines)
 
     _geometry_faces: int | None = None
