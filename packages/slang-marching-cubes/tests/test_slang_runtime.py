@@ -298,23 +298,24 @@ def _affine_args(**changes):
     return args
 
 
-@pytest.mark.parametrize(
-    ("changes", "message"),
-    [
-        ({"x": None}, "affine_fwd: argument x must be a float32 tensor, got NoneType"),
-        (
-            {"x": torch.zeros(2, 2, dtype=torch.float64)},
-            "argument x must be a float32 tensor, got float64",
-        ),
-        ({"x": torch.zeros(2, 2)}, "argument x must be on a CUDA device, got a cpu tensor"),
-        ({"y": FakeTensor((1,) * 6, (1,) * 6, 4)}, "argument y has 6 dimensions"),
-        ({"scale": torch.tensor(1.0)}, "argument scale must be a Python float, got Tensor"),
-        ({"scale": True}, "argument scale must be a Python float, got bool"),
-        ({"offset": 1.5}, "argument offset must be a Python int, got float"),
-        ({"offset": 2**31}, "argument offset=2147483648 does not fit a int"),
-        ({"negate": 1}, "argument negate must be a bool, got int"),
-    ],
-)
+#: (changes to valid `affine_fwd` arguments, the error they must raise)
+BAD_AFFINE_ARGUMENTS = [
+    ({"x": None}, "affine_fwd: argument x must be a float32 tensor, got NoneType"),
+    (
+        {"x": torch.zeros(2, 2, dtype=torch.float64)},
+        "argument x must be a float32 tensor, got float64",
+    ),
+    ({"x": torch.zeros(2, 2)}, "argument x must be on a CUDA device, got a cpu tensor"),
+    ({"y": FakeTensor((1,) * 6, (1,) * 6, 4)}, "argument y has 6 dimensions"),
+    ({"scale": torch.tensor(1.0)}, "argument scale must be a Python float, got Tensor"),
+    ({"scale": True}, "argument scale must be a Python float, got bool"),
+    ({"offset": 1.5}, "argument offset must be a Python int, got float"),
+    ({"offset": 2**31}, "argument offset=2147483648 does not fit a int"),
+    ({"negate": 1}, "argument negate must be a bool, got int"),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), BAD_AFFINE_ARGUMENTS)
 def test_check_arguments_names_the_bad_argument(changes, message):
     with pytest.raises(ValueError, match=message):
         rt.pack_arguments("affine_fwd", PROBE_TABLE["affine_fwd"], _affine_args(**changes))
@@ -512,19 +513,8 @@ def test_launcher_falls_back_for_values_the_quick_path_does_not_take():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"x": None}, "affine_fwd: argument x must be a float32 tensor, got NoneType"),
-        (
-            {"x": torch.zeros(2, 2, dtype=torch.float64)},
-            "argument x must be a float32 tensor, got float64",
-        ),
-        ({"x": torch.zeros(2, 2)}, "argument x must be on a CUDA device, got a cpu tensor"),
-        ({"y": FakeTensor((1,) * 6, (1,) * 6, 4)}, "argument y has 6 dimensions"),
-        ({"scale": torch.tensor(1.0)}, "argument scale must be a Python float, got Tensor"),
-        ({"scale": True}, "argument scale must be a Python float, got bool"),
-        ({"offset": 1.5}, "argument offset must be a Python int, got float"),
+        *BAD_AFFINE_ARGUMENTS,
         ({"offset": True}, "argument offset must be a Python int, got bool"),
-        ({"offset": 2**31}, "argument offset=2147483648 does not fit a int"),
-        ({"negate": 1}, "argument negate must be a bool, got int"),
         ({"scael": 1.0}, "unknown argument\\(s\\) scael"),
     ],
 )
