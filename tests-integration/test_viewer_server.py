@@ -1,9 +1,13 @@
 """The viewer's server half in-process (needs viser, no browser): idle polls, pause and stop,
-a restored run's statistics, the export and screenshot actions."""
+a restored run's statistics, the export and screenshot actions, and the time budget with a
+scripted viser client (benchmarks/bench_viewer.py) orbiting its camera."""
 
 from __future__ import annotations
 
+import importlib.util
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +101,44 @@ def test_a_failing_button_is_reported_and_training_goes_on(trained, tmp_path):
         trained.run_dir = run_dir
         viewer.close()
     assert any(line.startswith("viewer: export failed") for line in lines), lines
+
+
+def load_bench_viewer():
+    path = Path(__file__).parents[1] / "packages/meshtryoshka-train/benchmarks/bench_viewer.py"
+    spec = importlib.util.spec_from_file_location("bench_viewer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_orbiting_client_gets_frames_within_the_time_budget(trained):
+    """A client moving its camera without pause: frames keep coming, and the time the step
+    hook takes stays within the budget's share (0.8 x max_slowdown) of the training time + its
+    burst + the last poll. "Training" here is a 20 ms sleep per step."""
+    bench = load_bench_viewer()
+    viewer = Viewer(trained, training=True, echo=lambda _: None)
+    client = bench.open_script_client(viewer.url, trained, orbit=True)
+    try:
+        deadline = time.monotonic() + 60
+        while viewer.frames == 0 and time.monotonic() < deadline:
+            viewer.poll(trained, {})  # connect and serve the first frame
+            time.sleep(0.02)
+        assert viewer.frames > 0, "the scripted client never got a frame"
+        first_frames = viewer.frames
+        training = hook = longest = 0.0
+        while training < 4.0:
+            began = time.perf_counter()
+            time.sleep(0.02)
+            polled = time.perf_counter()
+            viewer.poll(trained, {})
+            ended = time.perf_counter()
+            training += polled - began
+            hook += ended - polled
+            longest = max(longest, ended - polled)
+    finally:
+        viewer.close()
+        client.wait(timeout=30)
+    assert viewer.frames - first_frames >= 2, "frames stopped while the camera moved"
+    budget = viewer.budget
+    assert budget.share == pytest.approx(0.08)
+    assert hook <= budget.share * training + budget.burst + longest, (hook, training, longest)

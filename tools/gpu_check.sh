@@ -5,7 +5,7 @@
 #
 #     tools/gpu_check.sh [STEP ...]        (default: env tests train bench compile compat)
 #
-# Steps: env, tests, train, bench, compile, compat. Every step runs under `timeout` and its
+# Steps: env, tests, train, bench, compile, compat, viewer. Every step runs under `timeout` and its
 # output goes to $OUT/<step>.log (OUT defaults to ./gpu-check); a failing step does not stop the
 # others, and the exit status is that of the first failure.
 #
@@ -18,6 +18,9 @@
 #   BENCH_ARGS_MC / BENCH_ARGS_RS   arguments of the two benchmarks [their defaults]
 #   COMPILE_LOADERS  loaders for tools/bench_compile.py [nvrtc,slangtorch]
 #   COMPAT_SLANGTORCH  slangtorch versions for tools/compat.py [1.3.7,1.3.11,1.3.22]
+#   VIEWER_STEPS  training steps per run of benchmarks/bench_viewer.py [300] (needs viser in
+#                 $WHEELS; a scripted client stands in for the browser); VIEWER_ARGS more
+#                 arguments of it (e.g. --modes off orbit)
 #   T_<STEP>      time limit of a step in seconds (T_TESTS, T_TRAIN, ...)
 # Our own packages are used from the checkout (PYTHONPATH=packages/*/src); nothing is installed.
 set -u -o pipefail
@@ -84,15 +87,20 @@ run_tests() {
     return $rc
 }
 
-run_train() {
-    local scene=/tmp/gpu-check-scene run=/tmp/gpu-check-run
-    rm -rf "$scene" "$run"
-    $PY - "$scene" "${TRAIN_SIZE:-200}" <<'EOF' || return 1
+write_scene() {  # write_scene FOLDER: the synthetic NeRF-synthetic-format sphere scene
+    rm -rf "$1"
+    $PY - "$1" "${TRAIN_SIZE:-200}" <<'EOF'
 import sys
 from meshtryoshka_data import write_blender_scene
 write_blender_scene(sys.argv[1] + "/sphere", n_train=40, n_val=2, n_test=4, size=int(sys.argv[2]))
 print("scene written:", sys.argv[1])
 EOF
+}
+
+run_train() {
+    local scene=/tmp/gpu-check-scene run=/tmp/gpu-check-run
+    rm -rf "$run"
+    write_scene "$scene" || return 1
     # the CLI, in-process, so the peak memory of the whole run can be read afterwards
     # shellcheck disable=SC2086
     $PY - "$run" --experiment nerf_synthetic "dataset.root=$scene" dataset.scene=sphere \
@@ -154,6 +162,15 @@ run_compat() {
     return $rc
 }
 
+run_viewer() {
+    local scene=/tmp/gpu-check-scene
+    write_scene "$scene" || return 1
+    # shellcheck disable=SC2086
+    $PY packages/meshtryoshka-train/benchmarks/bench_viewer.py --experiment nerf_synthetic \
+        --steps "${VIEWER_STEPS:-300}" --repeats 2 --client script ${VIEWER_ARGS:-} \
+        "dataset.root=$scene" dataset.scene=sphere
+}
+
 if [ "${1:-}" = "--one" ]; then  # one step's function, in a child that `timeout` can stop
     "$2"
     exit $?
@@ -168,6 +185,7 @@ for s in $STEPS; do
         bench) step bench "${T_BENCH:-150}" run_bench ;;
         compile) step compile "${T_COMPILE:-150}" run_compile ;;
         compat) step compat "${T_COMPAT:-200}" run_compat ;;
+        viewer) step viewer "${T_VIEWER:-200}" run_viewer ;;
         *) echo "gpu_check: unknown step '$s'"; STATUS=2 ;;
     esac
 done

@@ -1,7 +1,7 @@
 """Benchmark: host time of one kernel launch through the Slang runtime (argument checks + packing).
 
-CPU (no GPU needed): the per-launch Python work for the parameter list of ``mc_write_faces``
-(12 tensors, 5 ints; the largest kernel of the extraction) and of the runtime's probe kernel
+CPU (no GPU needed): the per-launch Python work for the parameter list of ``mc_emit``
+(18 tensors, 5 ints; the largest kernel of the extraction) and of the runtime's probe kernel
 ``affine_fwd`` (2 tensors, 3 scalars), packed two ways:
 
 - ``per call``: what the runtime did before the launcher cache: ``pack_arguments`` (full
@@ -33,20 +33,26 @@ from slang_marching_cubes import _slang_runtime as rt
 
 PROBE = Path(__file__).resolve().parents[1] / "tests" / "data" / "runtime_probe.slang"
 
-WRITE_FACES = [
+EMIT = [
     *[
         rt.Param(name, "tensor", dtype)
         for name, dtype in [
             ("active_index", "int64"),
             ("voxels", "int64"),
             ("voxel_rows", "int64"),
+            ("bases_in", "int32"),
             ("codes", "uint8"),
             ("owned_crossings", "int32"),
             ("neighbor_masks", "int32"),
-            ("vertex_offsets", "int64"),
-            ("face_offsets", "int64"),
+            ("counts", "int64"),
+            ("ends", "int64"),
+            ("sdf", "float32"),
+            ("levels", "float32"),
             ("tri_offsets", "int32"),
             ("tri_edges", "int32"),
+            ("edges", "int32"),
+            ("t_out", "float32"),
+            ("positions", "float32"),
             ("faces", "int32"),
             ("face_voxels", "int32"),
         ]
@@ -94,7 +100,7 @@ def microseconds(fn, repeats: int, rounds: int = 5) -> float:
 def bench_packing(repeats: int) -> None:
     print("| kernel | parameters | per call (µs) | cached (µs) | speed-up |")
     print("|---|---:|---:|---:|---:|")
-    for name, params in (("mc_write_faces", WRITE_FACES), ("affine_fwd", AFFINE)):
+    for name, params in (("mc_emit", EMIT), ("affine_fwd", AFFINE)):
         kwargs = arguments(params, "cpu")
         launcher = rt.KernelLauncher(name, params, require_cuda=False)
         old = microseconds(lambda p=params, k=kwargs: per_call(p, k, False), repeats)

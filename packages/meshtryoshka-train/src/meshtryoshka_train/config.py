@@ -180,7 +180,7 @@ class ViewerConfig:
     moving_height: int = 192
     """Height in pixels of a frame rendered while the camera moves."""
     max_slowdown: float = 0.1
-    """Share of the training time the viewer may spend rendering (0.1: at most ~10% slower)."""
+    """How much slower training may get with the viewer on (0.1: at most ~10% slower)."""
     refresh_interval: float = 1.0
     """Seconds between live frames of a still camera while the field trains."""
     keep_alive: bool = True

@@ -17,8 +17,9 @@ The two halves:
 Training speed: while training, `poll` renders only what a client needs (a moved camera, a
 changed mode, or a live refresh every ``viewer.refresh_interval`` seconds), at
 ``viewer.moving_height`` while the camera moves and ``viewer.height`` once it rests, and only
-while the time spent rendering stays under ``viewer.max_slowdown`` times the training time
-(`RenderBudget`). With no browser connected, `poll` costs a few microseconds.
+while the time `poll` spends (frames, their encoding, widgets, buttons) stays under
+``HOOK_SHARE * viewer.max_slowdown`` times the training time (`RenderBudget`). With no browser connected,
+`poll` costs a few microseconds.
 """
 
 from __future__ import annotations
@@ -356,13 +357,19 @@ class ViewRenderer:
         return np.ascontiguousarray(pixels.permute(1, 2, 0).cpu().numpy())
 
 
-class RenderBudget:
-    """Render time allowed while training: at most `share` of the training time (+ `burst`).
+#: The share of `viewer.max_slowdown` that `poll`'s own (timed) work may take. The rest is left
+#: for what `poll` cannot time: viser's thread sending frames and receiving camera messages, and
+#: the GPU queue that each frame's read-back drains.
+HOOK_SHARE = 0.8
 
-    `earn` credits ``share * seconds`` of training, capped at `burst`; `spend` debits a
-    render's seconds (the credit may go negative: the next frame then waits until training has
-    paid it back). Over any stretch of T seconds of training the viewer renders at most
-    ``share * T + burst`` seconds.
+
+class RenderBudget:
+    """Viewer time allowed while training: at most `share` of the training time (+ `burst`).
+
+    `earn` credits ``share * seconds`` of training, capped at `burst`; `spend` debits the
+    seconds of one poll's work (the credit may go negative: the next frame then waits until
+    training has paid it back). Over any stretch of T seconds of training the viewer works at
+    most ``share * T + burst`` seconds (plus the last poll's work).
     """
 
     def __init__(self, share: float, burst: float = 0.25):
@@ -413,7 +420,7 @@ class Viewer:
         self.settings: ViewerConfig = config.viewer
         background = {"black": [0.0, 0.0, 0.0]}.get(config.dataset.background, [1.0, 1.0, 1.0])
         self.renderer = ViewRenderer(config, torch.tensor(background))
-        self.budget = RenderBudget(self.settings.max_slowdown)
+        self.budget = RenderBudget(HOOK_SHARE * self.settings.max_slowdown, burst=0.1)
         self.lock = threading.Lock()
         self.clients: dict[int, _Client] = {}
         self.actions: list[tuple[str, int | None]] = []
@@ -512,6 +519,8 @@ class Viewer:
             self.step_times.append((start, source.step))
             self.step_times = self.step_times[-50:]
         self._work(source, budgeted=self.training)
+        if self.training:  # all of the hook's work counts: frames, encoding, widgets, buttons
+            self.budget.spend(time.perf_counter() - start)
         paused = 0.0
         while self._paused(source):
             began = time.perf_counter()
@@ -646,10 +655,7 @@ class Viewer:
                 self.echo(f"viewer: frame skipped ({type(error).__name__}: {error})")
                 state.frame_view, state.frame_camera_time = view, camera_time
                 continue
-            spent = time.perf_counter() - began
-            if budgeted:
-                self.budget.spend(spent)
-            self.rendered_seconds += spent
+            self.rendered_seconds += time.perf_counter() - began
             self.frames += 1
             state.frames += 1
             state.frame_view, state.frame_camera_time = view, camera_time
