@@ -167,8 +167,8 @@ run_viewer() {
     write_scene "$scene" || return 1
     # shellcheck disable=SC2086
     $PY packages/meshtryoshka-train/benchmarks/bench_viewer.py --experiment nerf_synthetic \
-        --steps "${VIEWER_STEPS:-300}" --repeats 2 --client script ${VIEWER_ARGS:-} \
-        "dataset.root=$scene" dataset.scene=sphere
+        --steps "${VIEWER_STEPS:-300}" --repeats 2 --client script "dataset.root=$scene" \
+        dataset.scene=sphere ${VIEWER_ARGS:-}
 }
 
 if [ "${1:-}" = "--one" ]; then  # one step's function, in a child that `timeout` can stop

@@ -89,6 +89,26 @@ def test_slang_equals_reference(shape, occupancy, num_levels, seed):
     _assert_close("grad attributes", g_got[1], g_ref[1], 1e-5)
 
 
+@pytest.mark.parametrize("which", ["sdf", "attributes", "sdf without attributes"])
+def test_slang_gradient_of_one_output(which):
+    """sdf and attributes share one interpolation launch: the gradient of either one alone
+    (the other not requiring grad, unused, or absent) equals the reference's."""
+    grid = _grid((24, 20, 28), 0.8, 8)
+    sdf = _field(grid, 0.8, 8).requires_grad_(which != "attributes")
+    attrs = None
+    if which != "sdf without attributes":
+        attrs = torch.randn(grid.num_vertices, 5, device="cuda")
+        attrs.requires_grad_(which == "attributes")
+    grads = {}
+    for backend in ("reference", "slang"):
+        shells = extract_shells(grid, sdf, attrs, _levels(3), backend=backend)
+        out, wrt = (shells.attributes, attrs) if which == "attributes" else (shells.sdf, sdf)
+        weights = torch.linspace(-1.0, 1.0, out.numel(), device="cuda").reshape(out.shape)
+        grads[backend] = torch.autograd.grad((out * weights).sum(), wrt)[0]
+    assert grads["reference"].abs().sum() > 0
+    _assert_close("grad", grads["slang"], grads["reference"], 1e-5)
+
+
 def test_slang_matches_reference_on_cpu_for_a_small_grid():
     grid = _grid((11, 12, 13), 0.6, 5)
     sdf = _field(grid, 0.6, 5)

@@ -18,8 +18,8 @@ Training speed: while training, `poll` renders only what a client needs (a moved
 changed mode, or a live refresh every ``viewer.refresh_interval`` seconds), at
 ``viewer.moving_height`` while the camera moves and ``viewer.height`` once it rests, and only
 while the time `poll` spends (frames, their encoding, widgets, buttons) stays under
-``HOOK_SHARE * viewer.max_slowdown`` times the training time (`RenderBudget`). With no browser connected,
-`poll` costs a few microseconds.
+``HOOK_SHARE * viewer.max_slowdown`` times the training time (`RenderBudget`). With no browser
+connected, `poll` costs a few microseconds.
 """
 
 from __future__ import annotations

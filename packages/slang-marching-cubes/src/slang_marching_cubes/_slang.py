@@ -11,9 +11,9 @@ Pipeline, all on torch's current stream, two host syncs:
 4. ``mc_emit`` (one thread per active voxel) writes (edge ends, detached ``t``, position) per
    owned crossing edge, then the faces, finding each edge's vertex through its owner voxel.
 
-Vertex sdf and attributes are ``(1 - t) v_a + t v_b`` (``mc_interpolate_fwd``, one thread per
-output value); the backward (``mc_interpolate_bwd``) scatters into the grid gradients with float
-atomic adds.
+Vertex sdf and attributes are ``(1 - t) v_a + t v_b`` (``mc_interpolate_fwd``, both in one
+launch, one thread per output value); the backward (``mc_interpolate_bwd``) scatters into the
+grid gradients with float atomic adds.
 """
 
 from __future__ import annotations
@@ -48,57 +48,82 @@ def _grid_for(n: int) -> tuple[int, int, int]:
     return ((n + _BLOCK - 1) // _BLOCK, 1, 1)
 
 
+def _flat(values: Tensor) -> tuple[Tensor, int]:
+    """A contiguous flat float32 view of ``values [V, ...]`` and its channels per row."""
+    return values.detach().contiguous().view(-1), math.prod(values.shape[1:])  # 1 for [V]
+
+
 class _Interpolate(torch.autograd.Function):
-    """``out[n] = (1 - t[n]) values[a_n] + t[n] values[b_n]`` for float32 ``values [V, ...]``."""
+    """``out[n] = (1 - t[n]) values[a_n] + t[n] values[b_n]`` for two float32 ``values [V, ...]``
+    arrays (the sdf and the attributes) in one launch each way."""
 
     @staticmethod
-    def forward(ctx, values: Tensor, edges: Tensor, t: Tensor) -> Tensor:
+    def forward(ctx, first: Tensor, second: Tensor, edges: Tensor, t: Tensor):
         ctx.save_for_backward(edges, t)
-        ctx.values_shape = values.shape
-        channels = math.prod(values.shape[1:])  # 1 for [V]
-        ctx.channels = channels
-        out = values.new_empty((edges.shape[0], *values.shape[1:]))
-        total = edges.shape[0] * channels
+        ctx.shapes = first.shape, second.shape
+        num_vertices = edges.shape[0]
+        out_1 = first.new_empty((num_vertices, *first.shape[1:]))
+        out_2 = second.new_empty((num_vertices, *second.shape[1:]))
+        (values_1, channels_1), (values_2, channels_2) = _flat(first), _flat(second)
         _MODULE.launch(
             "mc_interpolate_fwd",
-            grid=_grid_for(total),
+            grid=_grid_for(num_vertices * (channels_1 + channels_2)),
             block=(_BLOCK, 1, 1),
             edges=edges.view(-1),
             t=t,
-            values=values.detach().contiguous().view(-1),
-            out=out.view(-1),
-            num_vertices=edges.shape[0],
-            channels=channels,
+            values_1=values_1,
+            out_1=out_1.view(-1),
+            channels_1=channels_1,
+            values_2=values_2,
+            out_2=out_2.view(-1),
+            channels_2=channels_2,
+            num_vertices=num_vertices,
         )
-        return out
+        return out_1, out_2
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor):
-        if not ctx.needs_input_grad[0]:
-            return None, None, None
+    def backward(ctx, grad_1: Tensor, grad_2: Tensor):
+        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
+            return None, None, None, None
         edges, t = ctx.saved_tensors
-        grad_values = grad.new_zeros(ctx.values_shape)
-        total = edges.shape[0] * ctx.channels
+        num_vertices = edges.shape[0]
+        grad_values_1 = grad_1.new_zeros(ctx.shapes[0])
+        grad_values_2 = grad_2.new_zeros(ctx.shapes[1])
+        (grad_out_1, channels_1), (grad_out_2, channels_2) = _flat(grad_1), _flat(grad_2)
         _MODULE.launch(
             "mc_interpolate_bwd",
-            grid=_grid_for(total),
+            grid=_grid_for(num_vertices * (channels_1 + channels_2)),
             block=(_BLOCK, 1, 1),
             edges=edges.view(-1),
             t=t,
-            grad_out=grad.contiguous().view(-1),
-            grad_values=grad_values.view(-1),
-            num_vertices=edges.shape[0],
-            channels=ctx.channels,
+            grad_out_1=grad_out_1,
+            grad_values_1=grad_values_1.view(-1),
+            channels_1=channels_1,
+            grad_out_2=grad_out_2,
+            grad_values_2=grad_values_2.view(-1),
+            channels_2=channels_2,
+            num_vertices=num_vertices,
         )
-        return grad_values, None, None
+        return (
+            grad_values_1 if ctx.needs_input_grad[0] else None,
+            grad_values_2 if ctx.needs_input_grad[1] else None,
+            None,
+            None,
+        )
 
 
-def interpolate_vertices(values: Tensor, edges: Tensor, t: Tensor) -> Tensor:
-    """Slang version of `reference.interpolate_vertices` (float32 CUDA ``values``)."""
-    if edges.shape[0] * math.prod(values.shape[1:]) > _INT32_MAX:
-        return reference.interpolate_vertices(values, edges, t)  # past int32 thread indices
-    return _Interpolate.apply(values, edges, t.detach())
+def interpolate_pair(
+    first: Tensor, second: Tensor, edges: Tensor, t: Tensor
+) -> tuple[Tensor, Tensor]:
+    """`reference.interpolate_vertices` of two float32 CUDA value arrays (same edges and t)."""
+    width = math.prod(first.shape[1:]) + math.prod(second.shape[1:])
+    if edges.shape[0] * width > _INT32_MAX:  # past int32 thread indices
+        return (
+            reference.interpolate_vertices(first, edges, t),
+            reference.interpolate_vertices(second, edges, t),
+        )
+    return _Interpolate.apply(first, second, edges, t.detach())
 
 
 def grid_vertices(voxels: Tensor, voxel_rows: Tensor, shape: tuple[int, int, int]) -> Tensor:
@@ -236,13 +261,14 @@ def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Te
         num_levels=num_levels,
         **dims,
     )
+    vertex_sdf, vertex_attributes = interpolate_pair(sdf, attributes, edges, t)
     return Shells(
         positions=positions,
         faces=faces,
         vertex_offsets=vertex_offsets,
         face_offsets=face_offsets,
-        sdf=interpolate_vertices(sdf, edges, t),
-        attributes=interpolate_vertices(attributes, edges, t),
+        sdf=vertex_sdf,
+        attributes=vertex_attributes,
         edges=edges,
         t=t,
         face_voxels=face_voxels,
