@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -168,19 +169,34 @@ def train(config, run_dir: Path, steps: int, mode: str, client: str) -> dict | N
             # the browser is orbited by the viewer; the scripted client moves its own camera
             viewer.orbit_widget.value = mode == "orbit" and client == "chromium"
 
-        def hook(trainer, stats):
-            began = time.perf_counter()
-            paused = viewer.poll(trainer, stats)
-            polled[0] += time.perf_counter() - began
-            return paused
-
-        trainer.step_hooks.append(hook)
         viewer.rendered_seconds, viewer.frames = 0.0, 0
+    # per step: (seconds from the end of the previous hook to this one, a frame in the previous)
+    steps_seen: list[tuple[float, bool]] = []
+    last = {"end": None, "frame": False}
+
+    def hook(trainer, stats):
+        began = time.perf_counter()
+        if last["end"] is not None:
+            steps_seen.append((began - last["end"], last["frame"]))
+        frames = viewer.frames if viewer is not None else 0
+        paused = viewer.poll(trainer, stats) if viewer is not None else 0.0
+        last["end"] = time.perf_counter()
+        last["frame"] = viewer is not None and viewer.frames > frames
+        polled[0] += last["end"] - began
+        return paused
+
+    trainer.step_hooks.append(hook)
     trainer.apply_schedules(0)  # warm up outside the timing (first extraction, allocations)
     begin, cpu = time.perf_counter(), time.process_time()
     trainer.run(stop_at=steps)
     seconds, cpu = time.perf_counter() - begin, time.process_time() - cpu
     result = {"mode": mode, "steps_per_second": steps / seconds, "cpu_per_step": cpu / steps}
+    after = [t for t, frame in steps_seen if frame]
+    other = sorted(t for t, frame in steps_seen if not frame)
+    result["step_ms"] = 1e3 * statistics.mean(t for t, _ in steps_seen)
+    result["after_frame_ms"] = 1e3 * statistics.mean(after) if after else float("nan")
+    result["other_ms"] = 1e3 * statistics.mean(other)
+    result["other_median_ms"] = 1e3 * statistics.median(other)
     if viewer is not None:
         result["frames"] = viewer.frames
         result["render_share"] = viewer.rendered_seconds / max(seconds - polled[0], 1e-9)
@@ -232,7 +248,9 @@ def main() -> None:
                 row = train(config, Path(folder) / mode, args.steps, mode, args.client)
                 if row is None:
                     print(f"{mode}: skipped (selenium, chromium or chromedriver missing)")
-                elif mode not in best or row["steps_per_second"] > best[mode]["steps_per_second"]:
+                    continue
+                print(json.dumps(row), flush=True)
+                if mode not in best or row["steps_per_second"] > best[mode]["steps_per_second"]:
                     best[mode] = row
     rows = list(best.values())
     base = rows[0]["steps_per_second"]
@@ -243,7 +261,8 @@ def main() -> None:
     print(config.viewer)
     print(
         f"{'viewer':8s} {'steps/s':>8s} {'slowdown':>9s} {'CPU s/step':>11s} {'frames':>7s} "
-        f"{'render share':>13s} {'hook share':>11s}"
+        f"{'render share':>13s} {'hook share':>11s} {'step ms':>8s} {'after frame':>12s} "
+        f"{'other steps':>12s}"
     )
     for row in rows:
         slowdown = base / row["steps_per_second"] - 1
@@ -252,7 +271,8 @@ def main() -> None:
             f"{row['mode']:8s} {row['steps_per_second']:8.2f} {slowdown * 100:8.1f}% "
             f"{row['cpu_per_step']:11.3f} {row.get('frames', '-'):>7} "
             f"{'-' if share is None else f'{share * 100:.1f}%':>13s} "
-            f"{'-' if hook is None else f'{hook * 100:.1f}%':>11s}"
+            f"{'-' if hook is None else f'{hook * 100:.1f}%':>11s} {row['step_ms']:8.2f} "
+            f"{row['after_frame_ms']:12.2f} {row['other_ms']:12.2f}"
         )
 
 
