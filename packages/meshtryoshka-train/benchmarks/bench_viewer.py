@@ -10,7 +10,10 @@ Trains the bundled demo scene (or any experiment with overrides) from the same s
 --repeats times, and prints the best run of each way. "render share" is the viewer's render
 seconds over the training seconds: what `viewer.max_slowdown` caps; "hook share" is all the
 time spent in the viewer's step hook (render, encoding, widgets) over the training seconds.
-"CPU s/step" is this process's CPU time per step.
+"CPU s/step" is this process's CPU time per step. "step ms" is the mean time of a training step
+outside the hook, "after frame" of the steps right after a frame, "other steps" of the rest:
+equal to the "off" row when the viewer costs nothing beyond its hook. Every run is also printed
+as a JSON line.
 
 The client is either a scripted viser client in a separate process (`--client script`, the
 default: it speaks viser's websocket protocol, sends camera poses at 30 Hz like a dragging
