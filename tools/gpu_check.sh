@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # GPU check of the whole repository on one CUDA machine: the `cuda` tests of all four packages,
-# the kernel benchmarks, cold/warm kernel compile times, the slangtorch x CUDA matrix (GPU part)
-# and a short training run on a synthetic NeRF-synthetic-format scene.
+# the kernel benchmarks, cold/warm kernel compile times, the slangtorch x CUDA matrix (GPU part),
+# a short training run on a synthetic NeRF-synthetic-format scene and the viewer's cost to it.
 #
-#     tools/gpu_check.sh [STEP ...]        (default: env tests train bench compile compat)
+#     tools/gpu_check.sh [STEP ...]   (default: env tests train bench compile compat viewer)
 #
-# Steps: env, tests, train, bench, compile, compat, viewer. Every step runs under `timeout` and its
-# output goes to $OUT/<step>.log (OUT defaults to ./gpu-check); a failing step does not stop the
+# Steps: env, tests, train, bench, compile, compat, viewer. Every step runs under `timeout` and
+# its output goes to $OUT/<step>.log (OUT defaults to ./gpu-check); a failing step does not stop the
 # others, and the exit status is that of the first failure.
 #
 # Environment knobs (defaults in brackets):
@@ -164,6 +164,10 @@ run_compat() {
 
 run_viewer() {
     local scene=/tmp/gpu-check-scene
+    if ! $PY -c "import viser" 2>/dev/null; then
+        echo "viewer: skipped (viser is not installed; put its wheels in \$WHEELS)"
+        return 0
+    fi
     write_scene "$scene" || return 1
     # shellcheck disable=SC2086
     $PY packages/meshtryoshka-train/benchmarks/bench_viewer.py --experiment nerf_synthetic \
@@ -176,7 +180,7 @@ if [ "${1:-}" = "--one" ]; then  # one step's function, in a child that `timeout
     exit $?
 fi
 
-STEPS=${*:-env tests train bench compile compat}
+STEPS=${*:-env tests train bench compile compat viewer}
 for s in $STEPS; do
     case $s in
         env) step env "${T_ENV:-60}" run_env ;;
