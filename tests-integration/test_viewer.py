@@ -52,15 +52,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
-    """Poll `condition()` until it returns something truthy; fail naming `what`."""
+def wait_for(condition, timeout: float, what: str, interval: float = 0.5, log: Path | None = None):
+    """Poll `condition()` until it returns something truthy; fail naming `what` (and showing
+    the end of the training log `log`, if given)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+    tail = "\n".join(log.read_text().splitlines()[-15:]) if log is not None else ""
+    pytest.fail(
+        f"timed out after {timeout:.0f} s waiting for {what}" + (f"\n{tail}" if tail else "")
+    )
 
 
 @pytest.fixture
@@ -134,22 +138,31 @@ def covered(region: np.ndarray) -> float:
     return float((np.abs(region.astype(float) - 255).sum(axis=2) > 40).mean())
 
 
-def choose(driver, label: str, option: str) -> None:
-    """Pick `option` in the viser dropdown labelled `label`, with clicks, as a person would."""
+def choose(driver, label: str, option: str, attempts: int = 3) -> None:
+    """Pick `option` in the viser dropdown labelled `label`, with clicks, as a person would,
+    until the dropdown shows it (a click on a list that is still opening can be lost)."""
     field = driver.find_element(By.XPATH, f"//label[normalize-space()='{label}']")
-    driver.find_element(By.ID, field.get_attribute("for")).click()
-    item = wait_for(
-        lambda: [
-            e
-            for e in driver.find_elements(
-                By.XPATH, f"//*[@role='option'][normalize-space()='{option}']"
-            )
-            if e.is_displayed()
-        ],
-        20,
-        f"option {option!r} of {label!r}",
-    )
-    item[0].click()
+    box_id = field.get_attribute("for")
+    for _ in range(attempts):
+        driver.find_element(By.ID, box_id).click()
+        item = wait_for(
+            lambda: [
+                e
+                for e in driver.find_elements(
+                    By.XPATH, f"//*[@role='option'][normalize-space()='{option}']"
+                )
+                if e.is_displayed()
+            ],
+            20,
+            f"option {option!r} of {label!r}",
+        )
+        item[0].click()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if driver.find_element(By.ID, box_id).get_attribute("value") == option:
+                return
+            time.sleep(0.2)
+    pytest.fail(f"the dropdown {label!r} does not show {option!r} after {attempts} attempts")
 
 
 def panel_step(driver) -> int | None:
@@ -159,16 +172,19 @@ def panel_step(driver) -> int | None:
 
 def test_live_viewer_in_a_headless_browser(live_run, browser):
     url, run_dir = live_run
+    log = run_dir.parent / "train.log"
     browser.get(url)
 
     # a frame of the scene replaces the blank canvas
-    wait_for(lambda: covered(scene_region(browser)) > 0.05, 120, "a frame showing the scene")
+    wait_for(
+        lambda: covered(scene_region(browser)) > 0.05, 120, "a frame showing the scene", log=log
+    )
     layered = scene_region(browser).astype(float)
     assert layered.std() > 10, "the frame is flat"
 
     # the statistics follow the training
-    first = wait_for(lambda: panel_step(browser), 60, "the step in the statistics")
-    wait_for(lambda: (panel_step(browser) or 0) > first, 120, "the step to advance")
+    first = wait_for(lambda: panel_step(browser), 60, "the step in the statistics", log=log)
+    wait_for(lambda: (panel_step(browser) or 0) > first, 120, "the step to advance", log=log)
     assert re.search(r"loss\s+\d", browser.find_element(By.TAG_NAME, "body").text)
 
     # another mode, another frame: the occupied voxels fill the view with coloured boxes
@@ -178,24 +194,28 @@ def test_live_viewer_in_a_headless_browser(live_run, browser):
         region = scene_region(browser).astype(float)
         return np.abs(region - layered).mean() > 20 and covered(region) > 0.5
 
-    wait_for(voxels_shown, 120, "the voxel frame")
+    wait_for(voxels_shown, 120, "the voxel frame", log=log)
     voxels = scene_region(browser).astype(float)
     choose(browser, "Mode", "surface")
     wait_for(
         lambda: np.abs(scene_region(browser).astype(float) - voxels).mean() > 20,
         120,
         "the surface frame",
+        log=log,
     )
 
     # the buttons write a screenshot and the surface mesh into the run directory
     browser.find_element(By.XPATH, "//button[normalize-space()='Save screenshot']").click()
     shots = wait_for(
-        lambda: sorted((run_dir / "viewer").glob("screenshot_surface_*.png")), 120, "a screenshot"
+        lambda: sorted((run_dir / "viewer").glob("screenshot_surface_*.png")),
+        120,
+        "a screenshot",
+        log=log,
     )
     assert covered(np.asarray(Image.open(shots[0]).convert("RGB"))) > 0.05
     browser.find_element(By.XPATH, "//button[normalize-space()='Export mesh']").click()
     meshes = wait_for(
-        lambda: sorted((run_dir / "viewer").glob("mesh_surface_*.ply")), 120, "a mesh"
+        lambda: sorted((run_dir / "viewer").glob("mesh_surface_*.ply")), 120, "a mesh", log=log
     )
     wait_for(lambda: os.path.getsize(meshes[0]) > 0, 30, "the mesh to be written")
     assert Path(meshes[0]).read_bytes().startswith(b"ply")

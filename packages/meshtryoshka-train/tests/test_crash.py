@@ -171,6 +171,16 @@ def test_ctrl_c_checkpoints_the_current_step_and_resume_loses_nothing(
     assert train_steps_logged(run_dir) == list(range(1, STEPS + 1))
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """Python's own SIGINT handler during each test, as in a terminal: a test run started in
+    the background (``cmd &``, nohup) inherits SIGINT ignored, and in-process Ctrl-C would
+    then be ignored too."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def signal_during_step(monkeypatch, at_step: int, *signals: int) -> None:
     """Make the training step that starts at `at_step` receive `signals` (in-process)."""
     original = Trainer.train_step
