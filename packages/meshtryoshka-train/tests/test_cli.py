@@ -202,6 +202,11 @@ def test_train_all_refuses_unknown_scenes():
     assert result.exit_code == 2 and "unknown scenes ['moon']" in result.output
 
 
+def test_train_all_refuses_an_empty_scene_list():
+    result = CliRunner().invoke(main, ["train-all", "--experiment", "mip360", "--scenes", " , "])
+    assert result.exit_code == 2 and "--scenes names no scene" in result.output
+
+
 # --- failures reported without a traceback -----------------------------------------------------
 
 

@@ -335,6 +335,8 @@ def train_all_command(
     if not listed:
         raise click.UsageError(f"experiment '{experiment}' lists no [scenes.*]")
     chosen = listed if scenes is None else [s.strip() for s in scenes.split(",") if s.strip()]
+    if not chosen:
+        raise click.UsageError(f"--scenes names no scene; '{experiment}' lists {listed}")
     unknown = sorted(set(chosen) - set(listed))
     if unknown:
         raise click.UsageError(f"unknown scenes {unknown}; '{experiment}' lists {listed}")
