@@ -182,14 +182,19 @@ class Dataset:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        name = background or ("white" if self.background == "random" else self.background)
-        if name not in BACKGROUNDS:
-            raise ValueError(f"background must be 'white' or 'black', got {name!r}")
+        if background and background not in BACKGROUNDS:
+            raise ValueError(f"background must be 'white' or 'black', got {background!r}")
+        colour = BACKGROUNDS[background] if background else self.eval_background
         pool = self._split(split)
         for start in range(0, len(pool), batch_size):
             chosen = pool[start : start + batch_size]
-            self_background = torch.tensor(BACKGROUNDS[name]).expand(len(chosen), 3)
-            yield self._batch(chosen, self_background)
+            yield self._batch(chosen, torch.tensor(colour).expand(len(chosen), 3))
+
+    @property
+    def eval_background(self) -> tuple[float, float, float]:
+        """RGB in [0, 1] of evaluation and renders: the dataset's background, white for
+        ``"random"`` (so they are deterministic)."""
+        return BACKGROUNDS["white" if self.background == "random" else self.background]
 
     def _split(self, split: str) -> torch.Tensor:
         if split not in self.splits:

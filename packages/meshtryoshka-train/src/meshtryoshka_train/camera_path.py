@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -250,9 +249,7 @@ def render_path(
     """
     from PIL import Image
 
-    from meshtryoshka_data.dataset import BACKGROUNDS
-
-    from .evaluate import save_png
+    from .evaluate import to_pixels
     from .rendering import extract_for_mode, extract_opaque, render_extraction
 
     kind, shell = parse_mode(mode)
@@ -293,8 +290,7 @@ def render_path(
     )
     folder.mkdir(parents=True, exist_ok=True)
     device = run.field.device
-    colour = BACKGROUNDS["white" if dataset.background == "random" else dataset.background]
-    background = torch.tensor([colour], dtype=torch.float32, device=device)
+    background = torch.tensor([dataset.eval_background], dtype=torch.float32, device=device)
     written, images = [], []
     for index, stem in enumerate(cameras.names):
         image, _ = render_extraction(
@@ -309,10 +305,9 @@ def render_path(
             alpha_max=alpha_max,
         )
         target = folder / f"{stem}.png"
-        save_png(target, image[0])
+        preview = Image.fromarray(to_pixels(image[0]))
+        preview.save(target)
         written.append(target)
-        pixels = (image[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)
-        preview = Image.fromarray(np.ascontiguousarray(pixels.cpu().numpy()))
         shrink = PREVIEW_SIDE / max(preview.size)
         if shrink < 1:
             small = (max(1, round(preview.width * shrink)), max(1, round(preview.height * shrink)))

@@ -18,10 +18,15 @@ from .rendering import Mode, extract_for_mode, render_extraction
 __all__ = ["evaluate", "save_png"]
 
 
+def to_pixels(image: torch.Tensor) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` (CPU) of float ``[3, H, W]`` in [0, 1] (clipped)."""
+    pixels = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8)
+    return np.ascontiguousarray(pixels.permute(1, 2, 0).cpu().numpy())
+
+
 def save_png(path: Path, image: torch.Tensor) -> None:
     """Write float ``[3, H, W]`` in [0, 1] (clipped) as an 8-bit RGB PNG."""
-    pixels = (image.detach().clamp(0, 1) * 255).round().to(torch.uint8)
-    Image.fromarray(np.ascontiguousarray(pixels.permute(1, 2, 0).cpu().numpy())).save(path)
+    Image.fromarray(to_pixels(image)).save(path)
 
 
 @torch.no_grad()

@@ -24,12 +24,12 @@ connected, `poll` costs a few microseconds.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,8 +41,10 @@ from torch import Tensor
 
 from .config import Config, ConfigError, ViewerConfig
 from .contraction import Contraction
+from .evaluate import to_pixels
+from .export import SH_C0
 from .field import Extraction, Field, shell_levels
-from .rendering import OPAQUE_SDF, extract_for_mode, render_extraction
+from .rendering import OPAQUE_SDF, extract_for_mode, extract_opaque, render_extraction
 from .trainer import format_count
 
 __all__ = [
@@ -62,9 +64,6 @@ __all__ = [
 ]
 
 INSTALL_HINT = "pip install 'meshtryoshka-train[viewer]'"
-
-SH_C0 = 0.28209479177387814
-"""Degree-0 SH basis value: colour = SH_C0 * coefficient + 0.5 (slang_rasterizer.eval_sh)."""
 
 SETTLE_SECONDS = 0.3
 """A camera that has not moved for this long is at rest: its frame is redone at full size."""
@@ -96,6 +95,12 @@ def view_modes(shells: list[float]) -> list[str]:
     return ["layered", "surface", *[f"shell {i + 1} (p={p:g})" for i, p in enumerate(shells)]] + [
         "voxels"
     ]
+
+
+def shell_number(mode: str) -> int | None:
+    """K of a "shell K (p=...)" mode name (1 = outermost), else None."""
+    match = re.fullmatch(r"shell (\d+).*", mode)
+    return int(match.group(1)) if match else None
 
 
 def clip_faces(
@@ -158,10 +163,9 @@ def voxel_boxes(field: Field, section: tuple[int, float] | None = None) -> tuple
         neighbours = grid.voxel_neighbors()
         dims = torch.tensor(grid.shape, device=device, dtype=torch.float32)
         centre_unit = (coords.float() + 0.5) / dims
-        centre_world = field.contraction.uncontract(
-            block.to_contracted(centre_unit, field.layout.center_extent)
-        )
-        base = 0.2 + 0.7 * block.to_contracted(centre_unit, field.layout.center_extent)
+        centre_contracted = block.to_contracted(centre_unit, field.layout.center_extent)
+        centre_world = field.contraction.uncontract(centre_contracted)
+        base = 0.2 + 0.7 * centre_contracted
         for q, (axis, _side, corners) in enumerate(_QUADS):
             open_face = neighbours[:, q] < 0
             if not bool(open_face.any()):
@@ -312,12 +316,11 @@ class ViewRenderer:
             extraction = extract_for_mode(field, model, step, view.mode)
             alpha_max = None if view.mode == "layered" else 1.0
         else:
-            match = re.fullmatch(r"shell (\d+).*", view.mode)
+            number = shell_number(view.mode)
             levels = shell_levels(model.shells.at(step), model.sharpness)
-            if match is None or not 1 <= int(match.group(1)) <= len(levels):
+            if number is None or not 1 <= number <= len(levels):
                 raise ValueError(f"unknown view mode {view.mode!r}; modes: {self.modes(step)}")
-            extraction = field.extract([levels[int(match.group(1)) - 1]], backend=model.backend)
-            extraction.sdf = torch.full_like(extraction.sdf, OPAQUE_SDF)
+            extraction = extract_opaque(field, model, levels[number - 1])
             alpha_max = 1.0
         if view.mode != "voxels":
             extraction = clip_faces(extraction, field.contraction, *section)
@@ -353,8 +356,7 @@ class ViewRenderer:
             # a cut shell is open: show its inside too (voxel slabs stay closed)
             cull_backfaces=view.section >= 1.0 or view.mode == "voxels",
         )
-        pixels = (image[0].clamp(0, 1) * 255).round().to(torch.uint8)
-        return np.ascontiguousarray(pixels.permute(1, 2, 0).cpu().numpy())
+        return to_pixels(image[0])
 
 
 #: The share of `viewer.max_slowdown` that `poll`'s own (timed) work may take. The rest is left
@@ -400,7 +402,6 @@ class _Client:
     frame_step: int = -1
     frame_time: float = 0.0
     frame_moving: bool = False
-    frames: int = 0
 
 
 class Viewer:
@@ -418,8 +419,7 @@ class Viewer:
         self.echo = echo
         config: Config = source.config
         self.settings: ViewerConfig = config.viewer
-        background = {"black": [0.0, 0.0, 0.0]}.get(config.dataset.background, [1.0, 1.0, 1.0])
-        self.renderer = ViewRenderer(config, torch.tensor(background))
+        self.renderer = ViewRenderer(config, torch.tensor(source.dataset.eval_background))
         self.budget = RenderBudget(HOOK_SHARE * self.settings.max_slowdown, burst=0.1)
         self.lock = threading.Lock()
         self.clients: dict[int, _Client] = {}
@@ -427,7 +427,7 @@ class Viewer:
         self.view = ViewState()
         self.stats: dict | None = None
         self.stats_time = 0.0
-        self.step_times: list[tuple[float, int]] = []
+        self.step_times: deque[tuple[float, int]] = deque(maxlen=50)  # (time, step)
         self.rendered_seconds = 0.0
         self.frames = 0
         self._last_poll_end: float | None = None
@@ -517,7 +517,6 @@ class Viewer:
         if stats is not None:
             self.stats = stats
             self.step_times.append((start, source.step))
-            self.step_times = self.step_times[-50:]
         self._work(source, budgeted=self.training)
         if self.training:  # all of the hook's work counts: frames, encoding, widgets, buttons
             self.budget.spend(time.perf_counter() - start)
@@ -657,7 +656,6 @@ class Viewer:
                 continue
             self.rendered_seconds += time.perf_counter() - began
             self.frames += 1
-            state.frames += 1
             state.frame_view, state.frame_camera_time = view, camera_time
             state.frame_step, state.frame_time, state.frame_moving = source.step, began, moving
             rendered = True
@@ -696,9 +694,7 @@ class Viewer:
             path = _unique(folder / f"screenshot_{stem}.png")
             from PIL import Image
 
-            buffer = io.BytesIO()
-            Image.fromarray(image).save(buffer, format="PNG")
-            path.write_bytes(buffer.getvalue())
+            Image.fromarray(image).save(path)
             paths = [path]
         else:
             paths = self._export(source, view, folder, stem)
@@ -728,18 +724,16 @@ class Viewer:
         from .export import export_mesh
         from .saved_run import SavedRun
 
-        model = source.config.model
-        levels = shell_levels(model.shells.at(source.step), model.sharpness)
         run = SavedRun(
             Path(source.run_dir), source.config, source.step, source.field, source.dataset
         )
+        levels = run.shell_levels()
         if view.mode == "surface":
             chosen = [(0.0, "")]
         elif view.mode == "layered":
             chosen = [(level, f"_shell{i + 1}") for i, level in enumerate(levels)]
         else:
-            index = int(re.fullmatch(r"shell (\d+).*", view.mode).group(1))
-            chosen = [(levels[index - 1], "")]
+            chosen = [(levels[shell_number(view.mode) - 1], "")]
         return [
             export_mesh(run, level=level, output=_unique(folder / f"mesh_{stem}{suffix}.ply")).path
             for level, suffix in chosen
