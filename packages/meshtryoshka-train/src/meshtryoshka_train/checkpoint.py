@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,14 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def load_latest_checkpoint(run_dir: Path, map_location="cpu") -> dict[str, Any] | None:
-    """The newest checkpoint of a run, or None when there is none."""
-    checkpoints = list_checkpoints(run_dir)
-    if not checkpoints:
-        return None
-    return torch.load(checkpoints[-1], map_location=map_location, weights_only=False)
+def load_latest_checkpoint(
+    run_dir: Path, map_location="cpu", warn: Callable[[str], None] = print
+) -> dict[str, Any] | None:
+    """The newest checkpoint of a run that loads, or None when there is none. An unreadable
+    one (damaged on disk) is reported through `warn` and an older one tried."""
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as error:  # a damaged file: torch raises several kinds
+            warn(f"warning: cannot read checkpoint {path} ({error}); trying an older one")
+    return None

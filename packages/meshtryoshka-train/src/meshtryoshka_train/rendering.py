@@ -20,29 +20,26 @@ OPAQUE_SDF = -1.0e4
 """Signed distance given to surface-mode vertices: sigmoid(k * s) = 0, so alpha = 1."""
 
 
-def extract_for_mode(
-    field: Field, model: ModelConfig, step: int, mode: Mode, *, with_grad: bool = False
-) -> Extraction:
+@torch.no_grad()
+def extract_for_mode(field: Field, model: ModelConfig, step: int, mode: Mode) -> Extraction:
     """The shells to render: the scheduled shells ("layered") or the zero level set alone,
-    made opaque ("surface": every vertex gets `OPAQUE_SDF`; render it with alpha_max = 1)."""
+    made opaque ("surface": every vertex gets `OPAQUE_SDF`; render it with alpha_max = 1).
+    No gradients (evaluation and renders)."""
     if mode not in ("layered", "surface"):
         raise ValueError(f"mode must be 'layered' or 'surface', got {mode!r}")
-    with torch.set_grad_enabled(with_grad):
-        if mode == "layered":
-            levels = shell_levels(model.shells.at(step), model.sharpness)
-            return field.extract(levels, backend=model.backend)
-        return extract_opaque(field, model, 0.0)
+    if mode == "layered":
+        levels = shell_levels(model.shells.at(step), model.sharpness)
+        return field.extract(levels, backend=model.backend)
+    return extract_opaque(field, model, 0.0)
 
 
-def extract_opaque(
-    field: Field, model: ModelConfig, level: float, *, with_grad: bool = False
-) -> Extraction:
+@torch.no_grad()
+def extract_opaque(field: Field, model: ModelConfig, level: float) -> Extraction:
     """The level set `level` alone as an opaque mesh (every vertex gets `OPAQUE_SDF`; render
-    it with alpha_max = 1). Level 0 is the "surface" mode."""
-    with torch.set_grad_enabled(with_grad):
-        extraction = field.extract([level], backend=model.backend)
-        extraction.sdf = torch.full_like(extraction.sdf, OPAQUE_SDF)
-        return extraction
+    it with alpha_max = 1). Level 0 is the "surface" mode. No gradients."""
+    extraction = field.extract([level], backend=model.backend)
+    extraction.sdf = torch.full_like(extraction.sdf, OPAQUE_SDF)
+    return extraction
 
 
 def render_extraction(

@@ -41,7 +41,7 @@ import torch
 
 from meshtryoshka_data import load_blender, load_colmap
 
-from .checkpoint import list_checkpoints, save_checkpoint, write_atomic
+from .checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint, write_atomic
 from .config import Config, ConfigError, dump_config
 from .contraction import Contraction
 from .evaluate import evaluate
@@ -284,7 +284,7 @@ class Trainer:
         #: called after every step as ``hook(trainer, stats)``; a hook may return seconds it
         #: spent waiting (e.g. a paused viewer), which the steps/s rate leaves out
         self.step_hooks: list[Callable[[Trainer, dict], float | None]] = []
-        state = self._load_newest_checkpoint() if resume else None
+        state = load_latest_checkpoint(self.run_dir, warn=self.echo) if resume else None
         if resume and state is None:
             self.echo(f"no checkpoint in {self.run_dir}: starting from step 0")
         if state is None:
@@ -356,15 +356,6 @@ class Trainer:
             "batch_generator": self.batch_generator.get_state(),
             "elapsed": self.elapsed,
         }
-
-    def _load_newest_checkpoint(self) -> dict | None:
-        """The newest checkpoint that loads; an unreadable one is reported and skipped."""
-        for path in reversed(list_checkpoints(self.run_dir)):
-            try:
-                return torch.load(path, map_location="cpu", weights_only=False)
-            except Exception as error:  # a damaged file: torch raises several kinds
-                self.echo(f"warning: cannot read checkpoint {path} ({error}); trying an older one")
-        return None
 
     def _restore(self, state: dict) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
