@@ -162,11 +162,7 @@ def weld(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> tuple[M
     representative = first[inverse]  # each vertex -> its first copy
     faces = representative[faces]
     faces = faces[(faces != np.roll(faces, 1, axis=1)).all(axis=1)]
-    used = np.zeros(count, dtype=bool)
-    used[faces.reshape(-1)] = True
-    remap = np.cumsum(used) - 1
-    mesh = Mesh(vertices[used].astype(np.float64), remap[faces], colors[used])
-    return mesh, count - starts.shape[0]
+    return _drop_unused(vertices.astype(np.float64), faces, colors), count - starts.shape[0]
 
 
 @torch.no_grad()
@@ -187,11 +183,15 @@ def extract_mesh(run: SavedRun, level: float = 0.0) -> tuple[Mesh, int]:
 def crop_mesh(mesh: Mesh, radius: float) -> Mesh:
     """Faces whose three vertices have infinity norm <= `radius`, unused vertices dropped."""
     inside = np.abs(mesh.vertices).max(axis=1) <= radius
-    faces = mesh.faces[inside[mesh.faces].all(axis=1)]
-    used = np.zeros(mesh.num_vertices, dtype=bool)
+    return _drop_unused(mesh.vertices, mesh.faces[inside[mesh.faces].all(axis=1)], mesh.colors)
+
+
+def _drop_unused(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> Mesh:
+    """The mesh of `faces` with the vertices no face uses removed (order kept, faces renumbered)."""
+    used = np.zeros(vertices.shape[0], dtype=bool)
     used[faces.reshape(-1)] = True
     remap = np.cumsum(used) - 1
-    return Mesh(mesh.vertices[used], remap[faces], mesh.colors[used])
+    return Mesh(vertices[used], remap[faces], colors[used])
 
 
 # --- writers ------------------------------------------------------------------------------------
