@@ -48,13 +48,22 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int =
     return path
 
 
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
+def _complete(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of the complete checkpoints of a run, oldest first."""
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)))
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    return [path for _, path in _complete(run_dir)]
+
+
+def checkpoint_steps(run_dir: str | Path) -> list[int]:
+    """Steps of the complete checkpoints of a run, oldest first."""
+    return [step for step, _ in _complete(run_dir)]
 
 
 def load_latest_checkpoint(

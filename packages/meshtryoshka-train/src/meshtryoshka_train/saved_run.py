@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .checkpoint import checkpoint_path, list_checkpoints
+from .checkpoint import checkpoint_path, checkpoint_steps
 from .config import Config, ConfigError, load_saved_config
 
 if TYPE_CHECKING:
@@ -25,11 +25,6 @@ __all__ = ["RunError", "SavedRun", "checkpoint_steps", "open_run"]
 
 class RunError(ValueError):
     """`RUN_DIR` is not a usable run directory, or the asked-for checkpoint is missing."""
-
-
-def checkpoint_steps(run_dir: str | Path) -> list[int]:
-    """Steps of the complete checkpoints of a run, oldest first."""
-    return [int(path.stem.split("_")[1]) for path in list_checkpoints(Path(run_dir))]
 
 
 @dataclass
