@@ -139,6 +139,10 @@ def train_one(
     if experiment is None and not (resume and run_dir is not None):
         raise click.UsageError("give --experiment NAME (or --resume with --run-dir RUN_DIR)")
     config = None
+
+    def resume_hint() -> str:  # run_dir is known once the configuration is
+        return resume_command or f"meshtryoshka-train --resume --run-dir {run_dir}"
+
     try:
         if experiment is not None:
             config = load_config(experiment, overrides)
@@ -182,13 +186,12 @@ def train_one(
             "a smaller experiment, e.g. --experiment mip360_24gb (made for 24 GB GPUs)"
         ) from None
     except TrainingInterrupted as stopped:
-        command = resume_command or f"meshtryoshka-train --resume --run-dir {run_dir}"
-        console.echo(f"{stopped}. Resume with: {command}")
+        console.echo(f"{stopped}. Resume with: {resume_hint()}")
         sys.exit(128 + stopped.signal)
     except KeyboardInterrupt:
         from .checkpoint import list_checkpoints
 
-        command = resume_command or f"meshtryoshka-train --resume --run-dir {run_dir}"
+        command = resume_hint()
         kept = list_checkpoints(run_dir) if run_dir is not None else []
         finished = (
             kept and config is not None and kept[-1].name == f"step_{config.train.steps:07d}.pt"

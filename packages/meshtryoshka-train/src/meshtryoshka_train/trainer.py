@@ -210,11 +210,11 @@ def prepare_run_dir(run_dir: Path, config: Config, *, resume: bool, overwrite: b
     `eval`), and deletes the temporary files of checkpoint writes that a kill interrupted.
     """
     run_dir = Path(run_dir)
+    text = dump_config(config)
     if resume:
         saved = run_dir / "config.toml"
         if not saved.is_file():
             raise ConfigError(f"cannot resume: {run_dir} has no config.toml (not a run directory)")
-        text = dump_config(config)
         if saved.read_text() != text:
             write_atomic(saved, lambda file: file.write(text.encode()))
         for leftover in (run_dir / "checkpoints").glob(".step_*.pt.*"):
@@ -228,7 +228,6 @@ def prepare_run_dir(run_dir: Path, config: Config, *, resume: bool, overwrite: b
             )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    text = dump_config(config)
     write_atomic(run_dir / "config.toml", lambda file: file.write(text.encode()))
     return config
 
