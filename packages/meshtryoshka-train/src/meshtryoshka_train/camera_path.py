@@ -78,6 +78,12 @@ def look_at(eye: Tensor, target: Tensor, up: Tensor) -> Tensor:
     return out
 
 
+def camera_centers(world_to_camera: Tensor) -> Tensor:
+    """``[N, 3]`` camera positions of OpenCV ``world_to_camera [N, 4, 4]`` (same dtype)."""
+    rotation = world_to_camera[:, :3, :3]
+    return -torch.einsum("nji,nj->ni", rotation, world_to_camera[:, :3, 3])
+
+
 def focus_point(world_to_camera: Tensor) -> Tensor:
     """float64 ``[3]``: the point nearest (least squares) to the optical axes of the cameras.
 
@@ -86,9 +92,8 @@ def focus_point(world_to_camera: Tensor) -> Tensor:
     there is no such point and the origin of the normalized scene is returned.
     """
     w2c = world_to_camera.double().cpu()
-    rotation = w2c[:, :3, :3]
-    centers = -torch.einsum("nji,nj->ni", rotation, w2c[:, :3, 3])
-    forward = rotation[:, 2]
+    centers = camera_centers(w2c)
+    forward = w2c[:, 2, :3]
     projector = torch.eye(3, dtype=torch.float64) - forward[:, :, None] * forward[:, None, :]
     system = projector.sum(0)
     rhs = torch.einsum("nij,nj->i", projector, centers)
@@ -144,9 +149,8 @@ def orbit_cameras(
     size = tuple(image_size) if size is None else tuple(size)
     w2c = world_to_camera.double().cpu()
     center = focus_point(w2c)
-    rotation = w2c[:, :3, :3]
-    eyes = -torch.einsum("nji,nj->ni", rotation, w2c[:, :3, 3])
-    up = -rotation[:, 1].mean(0)
+    eyes = camera_centers(w2c)
+    up = -w2c[:, 1, :3].mean(0)
     if up.norm() < 1e-6:
         raise ValueError("the training cameras have no common up direction")
     up = up / up.norm()
