@@ -133,7 +133,7 @@ def _ownership(grid: SparseGrid, index: Tensor) -> tuple[Tensor, Tensor, Tensor]
     if "owned" in tables:  # stored compactly: int8 slots, int32 voxel indices
         slot, voxel = tables["owner_slot"][index].long(), tables["owner_voxel"][index].long()
         return tables["owned"][index], slot, voxel
-    cache = grid.num_voxels <= CACHE_VOXELS  # the tables of this grid are kept
+    cache = getattr(grid, "_reference_tables", (None, None))[1] is tables
     if cache:
         index_all = torch.arange(grid.num_voxels, device=grid.device)
     else:
