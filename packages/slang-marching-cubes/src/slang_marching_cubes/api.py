@@ -134,7 +134,13 @@ def extract_shells(
     return reference.extract_shells(grid, sdf, attributes, lv)
 
 
-def sdf_regularizers(grid: SparseGrid, sdf: Tensor, *, check_finite: bool = True) -> dict:
+def sdf_regularizers(
+    grid: SparseGrid,
+    sdf: Tensor,
+    *,
+    curvature: Literal["gradient", "laplacian"] = "gradient",
+    check_finite: bool = True,
+) -> dict:
     """Eikonal and curvature regularizers of the grid sdf, means over the occupied voxels.
 
     With ``g_v`` the gradient of voxel ``v``'s trilinear interpolant at its centre, in
@@ -142,14 +148,26 @@ def sdf_regularizers(grid: SparseGrid, sdf: Tensor, *, check_finite: bool = True
 
     - ``eikonal_pos = mean_v relu(|g_v| - 1)^2`` (gradient too steep),
     - ``eikonal_neg = mean_v relu(1 - |g_v|)^2`` (gradient too flat),
-    - ``curvature = mean over pairs (v, w) of face-adjacent occupied voxels, w = v + e_a, of
-      |g_w - g_v|^2 / h_a^2`` with ``h_a = 1 / dims[a]``. For a smooth field on a dense cubic
-      grid this tends to ``|H|_F^2 / 3`` (``H`` the Hessian; exact for a quadratic), independent
-      of the resolution; e.g. ``2 / (3 r^2)`` for the distance to a sphere of radius ``r``.
+    - ``curvature``, one of two operators:
+
+      - ``"gradient"``: the mean over pairs ``(v, w)`` of face-adjacent occupied voxels,
+        ``w = v + e_a``, of ``|g_w - g_v|^2 / h_a^2`` with ``h_a = 1 / dims[a]``. For a smooth
+        field on a dense cubic grid this tends to ``|H|_F^2 / 3`` (``H`` the Hessian; exact
+        for a quadratic), independent of the resolution; e.g. ``2 / (3 r^2)`` for the distance
+        to a sphere of radius ``r``. Blind to vertex noise that leaves the centre gradients
+        unchanged (e.g. a checkerboard).
+      - ``"laplacian"`` (the original Meshtryoshka's operator): ``mean_v L_v^2`` with ``L_v``
+        the discrete Laplacian of the grid values at voxel ``v``'s +xyz corner over the 3 to
+        6 axis neighbours that exist (`reference.corner_laplacians`), in grid units: about
+        ``h^4 (lap s)^2`` inside the occupied region, so it shrinks as the grid is refined.
+        Where a neighbour is missing (the edge of the occupied region) the sum is one-sided
+        and first order (about ``-h ds/dx_a`` per missing ``+e_a``), which dominates the mean
+        in a band a few voxels wide and damps the gradient there.
 
     Args:
         grid: the `SparseGrid`.
         sdf: float32/float64 ``[V]`` grid values on ``grid.device``.
+        curvature: which curvature operator (above).
         check_finite: reject NaN/Inf in ``sdf`` (one device sync).
 
     Returns:
@@ -158,5 +176,7 @@ def sdf_regularizers(grid: SparseGrid, sdf: Tensor, *, check_finite: bool = True
     """
     if not isinstance(grid, SparseGrid):
         raise ValueError(f"grid must be a SparseGrid, got {type(grid).__name__}")
+    if curvature not in ("gradient", "laplacian"):
+        raise ValueError(f"curvature must be 'gradient' or 'laplacian', got {curvature!r}")
     sdf = _check_values("sdf", sdf, grid, 1, check_finite)
-    return reference.sdf_regularizers(grid, sdf)
+    return reference.sdf_regularizers(grid, sdf, curvature)

@@ -23,7 +23,7 @@ from . import _table
 from .grid import SparseGrid, _unlin
 from .shells import Shells
 
-__all__ = ["extract_shells", "sdf_regularizers", "interpolate_vertices"]
+__all__ = ["corner_laplacians", "extract_shells", "sdf_regularizers", "interpolate_vertices"]
 
 
 def _owner_candidates() -> list[list[tuple[tuple[int, int, int], int]]]:
@@ -120,6 +120,17 @@ def _positive_neighbors(grid: SparseGrid) -> Tensor:
     if "positive_neighbors" not in tables:
         tables["positive_neighbors"] = grid.voxel_neighbors()[:, 1::2].contiguous()
     return tables["positive_neighbors"]
+
+
+def _corner_plus_neighbors(grid: SparseGrid) -> Tensor:
+    """int64 ``[Nvox, 3]``: index of the grid vertices one step beyond each voxel's +xyz corner
+    along +i, +j, +k (lattice ``(i+2, j+1, k+1)`` etc.), -1 where no such vertex exists
+    (cached)."""
+    tables = _static_tables(grid)
+    if "corner_plus" not in tables:
+        offsets = torch.tensor([[2, 1, 1], [1, 2, 1], [1, 1, 2]], device=grid.device)
+        tables["corner_plus"] = grid.find_vertices(grid.voxel_coords()[:, None, :] + offsets)
+    return tables["corner_plus"]
 
 
 def _ownership(grid: SparseGrid, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -312,7 +323,26 @@ def voxel_gradients(grid: SparseGrid, sdf: Tensor) -> Tensor:
     return torch.stack(grads, dim=-1)
 
 
-def sdf_regularizers(grid: SparseGrid, sdf: Tensor) -> dict[str, Tensor]:
+def corner_laplacians(grid: SparseGrid, sdf: Tensor) -> Tensor:
+    """``[Nvox]`` discrete Laplacian of the grid values at each voxel's +xyz corner ``c``.
+
+    ``L = sum over the n neighbours c +- e_a that are grid vertices of (s_nb - s_c)``: the
+    three ``c - e_a`` are corners of the voxel and always exist, the three ``c + e_a`` exist
+    when some occupied voxel has them as a corner, so ``3 <= n <= 6``. Grid units (no division
+    by ``h^2``).
+    """
+    corners = _voxel_corners(grid)  # corner c at offset (c>>2&1, c>>1&1, c&1)
+    center = sdf[corners[:, 7]]
+    laplacian = sdf[corners[:, [3, 5, 6]]].sum(-1) - 3 * center  # the -i, -j, -k neighbours
+    plus = _corner_plus_neighbors(grid)
+    present = plus >= 0
+    values = sdf[plus.clamp(min=0)] - center[:, None]
+    return laplacian + torch.where(present, values, torch.zeros_like(values)).sum(-1)
+
+
+def sdf_regularizers(
+    grid: SparseGrid, sdf: Tensor, curvature: str = "gradient"
+) -> dict[str, Tensor]:
     """Reference for `slang_marching_cubes.sdf_regularizers` (see its docstring)."""
     zero = sdf.sum() * 0  # keeps the graph (and the dtype/device) for empty grids
     if grid.num_voxels == 0:
@@ -321,6 +351,9 @@ def sdf_regularizers(grid: SparseGrid, sdf: Tensor) -> dict[str, Tensor]:
     norm = torch.linalg.vector_norm(g, dim=-1)
     eikonal_pos = torch.relu(norm - 1).square().mean()
     eikonal_neg = torch.relu(1 - norm).square().mean()
+    if curvature == "laplacian":
+        laplacian = corner_laplacians(grid, sdf).square().mean()
+        return {"eikonal_pos": eikonal_pos, "eikonal_neg": eikonal_neg, "curvature": laplacian}
     nb = _positive_neighbors(grid)  # +i, +j, +k neighbours [Nvox, 3]
     terms = []
     for axis in range(3):
