@@ -230,8 +230,11 @@ def test_shells_and_levels(blender_run, tmp_path):
     # The shells are nested: outer shell (sdf > 0) outside the surface, inner inside.
     mean = [np.linalg.norm(v, axis=1).mean() for v in (outer, surface, inner)]
     assert mean[0] > mean[1] > mean[2]
-    # level logit(p)/k in contracted units -> dataset units: / 0.75 * 3 ... = 4 * level
-    assert mean[0] - mean[1] == pytest.approx(4 * levels[0], rel=0.3)
+    # level logit(p)/k in contracted units -> dataset units: / 0.75 * 3 ... = 4 * level, divided
+    # by the slope |grad s|, which two Adam steps of +-lr move by up to ~30% (measured 0.0071
+    # with the "gradient" curvature, 0.0111 with the "laplacian" one, for 4 * level = 0.0085);
+    # a wrong unit conversion would be off by a factor 3 or more.
+    assert 0.5 * 4 * levels[0] < mean[0] - mean[1] < 2 * 4 * levels[0]
 
 
 def test_unbounded_run_exports_around_the_true_sphere(colmap_run):

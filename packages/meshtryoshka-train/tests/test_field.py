@@ -90,6 +90,33 @@ def test_transfer_reproduces_affine_fields_exactly(setup):
     assert field.center_resolution == center + 4 and field.arm_resolution == arm + 2
 
 
+def test_surface_rule_keeps_the_dilated_zero_level_voxels_within_the_old_occupancy():
+    """The original's rule: zero-level faces only, dilated, intersected with the old grid."""
+    field = make_field(center=12)
+    old = field.grids[0]
+    # Give the field a second, inner level set that only the "shells" rule would keep.
+    inner_only = field.sdf.detach() < -0.2
+    remap = field.plan_resample(24, 0, LEVELS, 1, None, rule="surface")
+    new = remap.grids[0]
+    parents = new.voxel_coords() // 2
+    assert bool((old.find_voxels(parents) >= 0).all())  # occupancy can only shrink
+    surface = field.extract([0.0], with_sh=False)
+    marked = torch.zeros(old.num_voxels, dtype=torch.bool)
+    marked[surface.face_voxels[0]] = True
+    expected = old.prune(marked).dilate(1)
+    expected = expected.prune(torch.isin(expected.voxels, old.voxels)).resample((24, 24, 24))
+    assert torch.equal(new.voxels, expected.voxels)
+    assert bool(inner_only.any())
+
+    def nothing(block, grid):  # the filter is applied once, at creation, under this rule
+        return torch.zeros(grid.num_voxels, dtype=torch.bool)
+
+    again = field.plan_resample(24, 0, LEVELS, 1, nothing, rule="surface")
+    assert torch.equal(again.grids[0].voxels, new.voxels)
+    with pytest.raises(ValueError, match="rule must be"):
+        field.plan_resample(24, 0, LEVELS, 1, None, rule="band")
+
+
 def test_resampling_keeps_the_shell_band_and_can_grow_past_the_old_occupancy():
     full = make_field(center=12)
     # Start from the voxels within one voxel of the zero level set only.
@@ -106,7 +133,7 @@ def test_resampling_keeps_the_shell_band_and_can_grow_past_the_old_occupancy():
         full.sdf[grid.find_vertices(band.vertex_coords())],
         full.sh_dc[grid.find_vertices(band.vertex_coords())],
     )
-    field.apply_remap(field.plan_resample(24, 0, LEVELS, 1, None))
+    field.apply_remap(field.plan_resample(24, 0, LEVELS, 1, None, rule="shells"))
     new = field.grids[0]
     # Each new voxel's old parent (24 / 12 = 2 new voxels per old one, per axis).
     parents = new.voxel_coords() // 2
@@ -126,7 +153,7 @@ def test_unseen_voxels_stay_empty_after_every_resampling():
 
     field = make_field(center=12, voxel_filter=left_half)
     for resolution in (16, 24, 40):
-        remap = field.plan_resample(resolution, 0, LEVELS, 4, left_half)
+        remap = field.plan_resample(resolution, 0, LEVELS, 4, left_half, rule="shells")
         field.apply_remap(remap)
         grid = field.grids[0]
         upper_x = (grid.voxel_coords()[:, 0].float() + 1) / resolution
@@ -261,21 +288,39 @@ def test_render_is_nearly_unchanged_across_a_resolution_step():
     assert float((after - before).abs().mean()) < 0.005  # measured 0.0012
 
 
-def test_curvature_is_in_grid_units_so_its_weight_does_not_grow_with_resolution():
+def test_gradient_curvature_is_scaled_to_grid_units():
     from slang_marching_cubes import sdf_regularizers
 
     coarse, fine = make_field(center=12), make_field(center=24)
     for field in (coarse, fine):
         size = 1.0 / field.grids[0].shape[0]
         plain = sdf_regularizers(field.grids[0], field.sdf.detach())["curvature"]
-        scaled = field.regularizers()["curvature"]
+        scaled = field.regularizers("gradient")["curvature"]
         assert float(scaled.detach()) == pytest.approx(float(plain) * size**4, rel=1e-5)
     # A smooth field: the plain term is nearly resolution independent, the scaled one ~ h^4.
-    ratio = float(fine.regularizers()["curvature"].detach()) / float(
-        coarse.regularizers()["curvature"].detach()
+    ratio = float(fine.regularizers("gradient")["curvature"].detach()) / float(
+        coarse.regularizers("gradient")["curvature"].detach()
     )
     assert 0.03 < ratio < 0.1  # (1/2)^4 = 0.0625
     # Per-vertex noise of a fixed size costs about the same at both resolutions.
     noisy = [make_field(center=n, sdf_noise=0.01, seed=1) for n in (12, 24)]
-    values = [float(f.regularizers()["curvature"].detach()) for f in noisy]
+    values = [float(f.regularizers("gradient")["curvature"].detach()) for f in noisy]
     assert 0.5 < values[1] / values[0] < 2.0
+
+
+def test_laplacian_curvature_is_the_original_unscaled_operator():
+    from slang_marching_cubes import sdf_regularizers
+
+    field = make_field(center=12, sdf_noise=0.01, seed=2)
+    plain = sdf_regularizers(field.grids[0], field.sdf.detach(), curvature="laplacian")
+    assert float(field.regularizers()["curvature"].detach()) == pytest.approx(
+        float(plain["curvature"]), rel=1e-6
+    )  # "laplacian" is the default, with no resolution scaling
+    # Per-vertex noise e adds about (n + n^2) e^2 per voxel at any resolution (n neighbours).
+    added = []
+    for n in (12, 24):
+        noisy = make_field(center=n, sdf_noise=0.01, seed=1).regularizers()["curvature"]
+        clean = make_field(center=n, sdf_noise=0.0, seed=1).regularizers()["curvature"]
+        added.append(float((noisy - clean).detach()))
+    assert 0.8 < added[1] / added[0] < 1.25
+    assert 12e-4 < added[0] < 42e-4  # e^2 = 1e-4 times n + n^2: 12 (n = 3) ... 42 (n = 6)

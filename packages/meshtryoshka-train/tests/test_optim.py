@@ -8,6 +8,7 @@ from meshtryoshka_train.optim import (
     add_parameters,
     build_optimizer,
     learning_rate,
+    lr_decay,
     rebuild_optimizer,
     sdf_warmup,
     set_learning_rates,
@@ -19,11 +20,25 @@ MODEL = ModelConfig(init_freeze_steps=10, init_blend_steps=4)
 
 
 def test_learning_rates_follow_the_global_step_per_group():
-    assert learning_rate("sh_dc", 99, OPTIM, MODEL) == pytest.approx(0.01)
-    assert learning_rate("sh_dc", 100, OPTIM, MODEL) == pytest.approx(0.005)
-    assert learning_rate("sh_band2", 100, OPTIM, MODEL) == pytest.approx(0.005 * 0.05)
-    assert learning_rate("sdf", 5, OPTIM, MODEL) == 0.0  # frozen
-    assert learning_rate("sdf", 200, OPTIM, MODEL) == pytest.approx(0.005)
+    assert learning_rate("sh_dc", 99, OPTIM, MODEL, 1000) == pytest.approx(0.01)
+    assert learning_rate("sh_dc", 100, OPTIM, MODEL, 1000) == pytest.approx(0.005)
+    assert learning_rate("sh_band2", 100, OPTIM, MODEL, 1000) == pytest.approx(0.005 * 0.05)
+    assert learning_rate("sdf", 5, OPTIM, MODEL, 1000) == 0.0  # frozen
+    assert learning_rate("sdf", 200, OPTIM, MODEL, 1000) == pytest.approx(0.005)
+
+
+def test_lr_decay_is_exponential_over_the_last_part_of_the_run():
+    optim = OptimConfig(lr=0.01, lr_decay_start=0.5, lr_decay_final=0.1)
+    total = 201  # last step 200, the decay starts after step 100.5
+    assert lr_decay(0, total, optim) == 1.0
+    assert lr_decay(100, total, optim) == 1.0
+    assert lr_decay(200, total, optim) == pytest.approx(0.1)
+    halfway = lr_decay(150, total, optim)
+    assert halfway == pytest.approx(0.1 ** ((150 - 100.5) / (200 - 100.5)))
+    values = [lr_decay(step, total, optim) for step in range(101, 201)]
+    assert all(b < a for a, b in zip(values, values[1:], strict=False))  # strictly decreasing
+    assert learning_rate("sh_dc", 200, optim, MODEL, total) == pytest.approx(0.001)
+    assert lr_decay(200, total, OptimConfig()) == 1.0  # off by default (the original's)
 
 
 def test_sdf_warmup_freezes_then_ramps_linearly():
@@ -62,7 +77,7 @@ def test_a_rebuilt_optimizer_keeps_the_schedule_and_the_step_count():
     assert torch.equal(state["exp_avg"], torch.ones(6))
     assert float(state["exp_avg_sq"].min()) == 0.0  # clamped, so sqrt stays real
     assert new_band not in rebuilt.state  # never stepped: fresh state
-    set_learning_rates(rebuilt, 150, OPTIM, MODEL)
+    set_learning_rates(rebuilt, 150, OPTIM, MODEL, 1000)
     lrs = {g["name"]: g["lr"] for g in rebuilt.param_groups}
     assert lrs == pytest.approx({"sdf": 0.005, "sh_dc": 0.005, "sh_band1": 0.005 * 0.05})
     reset = rebuild_optimizer(optimizer, [("sdf", sdf)], [("sdf", new_sdf)], None, OPTIM)

@@ -185,3 +185,90 @@ def test_cpu_training_says_once_that_the_reference_kernels_run(reduced, tmp_path
     assert sum("pure-PyTorch reference backend" in line for line in trainer.lines) == 1
     quiet = make_trainer(tmp_path, "nerf_synthetic", reduced(blender_root), name="quiet")
     assert not any("reference backend" in line for line in quiet.lines)
+
+
+# --- the recipe's rows (docs/recipe.md) ------------------------------------------------------
+
+
+def test_reset_rebuilds_adam_at_resolution_and_sh_changes_transfer_keeps_it(
+    reduced, tmp_path, blender_root
+):
+    schedule = [
+        *reduced(blender_root, 5),
+        "model.resolution={0=12, 2=16}",
+        "model.sh_degree={0=0, 4=1}",
+    ]
+    counts = {}
+    for state in ("reset", "transfer"):
+        trainer = make_trainer(
+            tmp_path, "nerf_synthetic", [*schedule, f"optim.resample_state={state}"], name=state
+        )
+        seen = []
+        for step in range(5):
+            trainer.apply_schedules(step)
+            seen.append(
+                {g["name"]: int(trainer.optimizer.state.get(g["params"][0], {}).get("step", 0))
+                 for g in trainer.optimizer.param_groups}
+            )  # fmt: skip
+            trainer.train_step()
+            trainer.step += 1
+        counts[state] = seen
+    # the step count Adam has seen before each step, per parameter
+    assert [c["sdf"] for c in counts["reset"]] == [0, 1, 0, 1, 0]  # fresh at 2 and at 4
+    assert [c["sdf"] for c in counts["transfer"]] == [0, 1, 2, 3, 4]
+    assert counts["reset"][4]["sh_dc"] == 0 and counts["transfer"][4]["sh_dc"] == 4
+    assert counts["transfer"][4]["sh_band1"] == 0  # a new band always starts afresh
+
+
+def test_readd_initializer_adds_the_sphere_at_each_resolution_change(
+    reduced, tmp_path, blender_root
+):
+    from meshtryoshka_train.initializers import sphere_sdf
+
+    overrides = [*reduced(blender_root, 2), "model.resolution={0=12, 1=16}"]
+    fields = {}
+    for readd in (True, False):
+        trainer = make_trainer(
+            tmp_path,
+            "nerf_synthetic",
+            [*overrides, f"model.readd_initializer={str(readd).lower()}"],
+            name=f"readd_{readd}",
+        )
+        trainer.resample(16, 0, 1)
+        fields[readd] = trainer.field
+    a, b = fields[True], fields[False]
+    assert torch.equal(a.grids[0].voxels, b.grids[0].voxels)
+    sphere = sphere_sdf(trainer.config.model.init_radius)(a.contracted_vertices())
+    torch.testing.assert_close(a.sdf.detach() - b.sdf.detach(), sphere, atol=1e-6, rtol=0)
+
+
+def test_clip_prediction_gives_no_rgb_gradient_where_the_image_is_clipped(
+    reduced, tmp_path, blender_root
+):
+    grads = {}
+    for clip in (True, False):
+        trainer = make_trainer(
+            tmp_path,
+            "nerf_synthetic",
+            [*reduced(blender_root, 1), f"loss.clip_prediction={str(clip).lower()}"],
+            name=f"clip_{clip}",
+        )
+        with torch.no_grad():
+            trainer.field.sh_dc.fill_(10.0)  # every colour far above 1
+        trainer.apply_schedules(0)
+        stats = trainer.train_step()
+        grads[clip] = trainer.field.sh_dc.grad
+        if clip:
+            assert float(stats["rgb"]) < 16.0  # the clipped image is compared
+    assert grads[True] is None or not grads[True].any()
+    assert grads[False].abs().sum() > 0
+
+
+def test_logs_carry_every_weighted_term_and_the_counts(reduced, tmp_path, blender_root):
+    trainer = make_trainer(tmp_path, "nerf_synthetic", reduced(blender_root, 2))
+    trainer.run()
+    entry = log_entries(tmp_path / "run")[-1]
+    for name in ("rgb", "eikonal_pos", "eikonal_neg", "curvature", "sdf_binary", "sh", "total"):
+        assert name in entry and entry[name] == entry[name]  # present, not NaN
+    assert entry["curvature"] > 0 and entry["faces"] > 0 and entry["shell_vertices"] > 0
+    assert entry["voxels"] > 0 and entry["elapsed"] > 0

@@ -98,7 +98,17 @@ class ModelConfig:
     init_blend_steps: int = 0
     """Steps after the freeze over which the signed distance's learning rate ramps up to 1x."""
     dilation: int = 4
-    """Voxels the occupancy is dilated by around the shells at each resolution change."""
+    """Voxels the occupancy is dilated by around the kept faces at each resolution change."""
+    occupancy_rule: Literal["surface", "shells"] = "surface"
+    """Which voxels a resolution change keeps (docs/recipe.md). "surface" (the original's): the
+    voxels holding a face of the zero level set, dilated, intersected with the old occupancy,
+    subdivided; the visibility filter is applied once, at creation. "shells": the voxels
+    holding a face of any shell, dilated (may grow past the old occupancy), subdivided, then
+    the visibility filter again at the new resolution."""
+    readd_initializer: bool = True
+    """At every resolution change add the sphere initializer to the transferred signed distance
+    again, as the original does (its "double counting", ORIGINAL.md §6 item 2; measured in
+    docs/recipe.md). No effect with the point-cloud initializer."""
     visibility_min_cameras: int = 1
     """A voxel may be occupied only if all its corners are in view of this many cameras."""
     train_ssaa: int = 3
@@ -109,8 +119,8 @@ class ModelConfig:
     """Near plane while training (camera-space depth)."""
     eval_near: float = 1.0
     """Near plane for evaluation renders."""
-    alpha_max: float = 0.99
-    """Cap on a shell's opacity while compositing."""
+    alpha_max: float = 1.0
+    """Cap on a shell's opacity while compositing (the original: 1.0, no cap)."""
 
 
 @dataclass(frozen=True)
@@ -122,12 +132,19 @@ class LossConfig:
     eikonal_neg: float = 1.0
     """Weight of the eikonal term where |grad s| < 1."""
     curvature: float = 0.1
-    """Weight of the curvature (smoothness of grad s) term, in grid units (the original's scale:
-    a squared discrete Laplacian of the grid values; see `Field.regularizers`)."""
+    """Weight of the curvature term (see `curvature_operator`)."""
+    curvature_operator: Literal["laplacian", "gradient"] = "laplacian"
+    """"laplacian" (the original's): mean over voxels of the squared discrete Laplacian of the
+    grid values at the voxel's +xyz corner (3-6 neighbours), grid units. "gradient": mean over
+    face-adjacent voxel pairs of the squared difference of their centre gradients, times h^4
+    (`slang_marching_cubes.sdf_regularizers`)."""
     sdf_binary: float = 0.02
     """Weight of -mean|s| over extracted shell vertices."""
     sh: float = 1.0
     """Weight of the L2 penalty on SH coefficients above degree 0."""
+    clip_prediction: bool = True
+    """Clip the rendered image to [0, 1] before the RGB loss, as the original's fused renderer
+    does (no gradient where the prediction is clipped)."""
 
 
 @dataclass(frozen=True)
@@ -140,8 +157,15 @@ class OptimConfig:
     """Learning-rate multiplier by global step."""
     batch_size: Schedule[int] = field(default_factory=lambda: Schedule({0: 16}))
     """Training images per step, by step."""
-    resample_state: Literal["transfer", "reset"] = "transfer"
-    """Adam moments at a resolution change: transferred like the values, or reset to zero."""
+    resample_state: Literal["transfer", "reset"] = "reset"
+    """Adam's state at a resolution change and at an SH-degree growth. "reset" (the original's):
+    a fresh Adam for every parameter at both. "transfer": the moments are carried onto the new
+    vertices like the values at a resolution change, and kept at an SH-degree growth."""
+    lr_decay_start: float = 1.0
+    """Fraction of ``train.steps`` after which the learning rate decays exponentially to
+    ``lr_decay_final`` times its value at the last step (1.0: no decay, as the original)."""
+    lr_decay_final: float = 1.0
+    """Learning-rate multiplier reached at the last step by the decay (see `lr_decay_start`)."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +181,9 @@ class TrainConfig:
     log_interval: int = 50
     """Update the progress line every this many steps."""
     eval_images: int = 8
-    """Validation images rendered at each periodic evaluation (0 = all of the split)."""
+    """Images rendered at each periodic evaluation (0 = all of the split)."""
+    eval_split: Literal["val", "test"] = "val"
+    """Split of the periodic evaluations ("val" falls back to "test" when it is empty)."""
     keep_checkpoints: int = 2
     """Newest checkpoints kept on disk (older ones are deleted)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -480,6 +506,13 @@ def check_values(config: Config) -> None:
         raise ConfigError(f"viewer.refresh_interval must be >= 0, got {viewer.refresh_interval}")
     if not config.optim.lr > 0:
         raise ConfigError(f"optim.lr must be > 0, got {config.optim.lr}")
+    if not 0.0 <= config.optim.lr_decay_start <= 1.0:
+        raise ConfigError(
+            f"optim.lr_decay_start must be in [0, 1] (a fraction of train.steps), got "
+            f"{config.optim.lr_decay_start}"
+        )
+    if not config.optim.lr_decay_final > 0:
+        raise ConfigError(f"optim.lr_decay_final must be > 0, got {config.optim.lr_decay_final}")
     model = config.model
     arms = model.arm_resolution.at(0) > 0
     if arms and 0 in model.arm_resolution.values.values():

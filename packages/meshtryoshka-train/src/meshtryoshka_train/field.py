@@ -295,27 +295,30 @@ class Field:
             torch.cat(attributes)[first],
         )
 
-    def regularizers(self) -> dict[str, Tensor]:
+    def regularizers(self, curvature: str = "laplacian") -> dict[str, Tensor]:
         """Eikonal (+/-) and curvature terms, voxel-weighted means over the blocks.
 
         Each block's terms are computed in its own grid coordinates (``[0, 1]^3`` per block);
         for a bounded scene that is the contracted cube, where the sdf is a distance.
 
-        The curvature is returned in grid units: `sdf_regularizers`' resolution-independent
-        value (about ``|Hessian|^2 / 3``) times ``h^4``, ``h`` the block's voxel size (geometric
-        mean over the axes). That is the scale of a squared discrete Laplacian of the grid
-        values, as in the original, so ``loss.curvature`` keeps the original's meaning: a
-        penalty on vertex-to-vertex roughness that does not grow when the grid is refined (the
-        unscaled value of a field with per-vertex noise ``e`` grows like ``e^2 / h^4``).
+        curvature: ``"laplacian"`` (the original's operator): the squared discrete Laplacian
+            of the grid values at each voxel's +xyz corner, in grid units, as returned by
+            `sdf_regularizers`. ``"gradient"``: `sdf_regularizers`' resolution-independent
+            value (about ``|Hessian|^2 / 3``) times ``h^4``, ``h`` the block's voxel size
+            (geometric mean over the axes), which puts it on the grid-unit scale of the
+            Laplacian so that the same weight means about the same thing.
         """
         total = {"eikonal_pos": 0.0, "eikonal_neg": 0.0, "curvature": 0.0}
         voxels = max(self.num_voxels, 1)
         for b, grid in enumerate(self.grids):
             if grid.num_voxels == 0:
                 continue
-            terms = sdf_regularizers(grid, self.block_values(self.sdf, b), check_finite=False)
-            voxel_size = math.prod(1.0 / d for d in grid.shape) ** (1.0 / 3.0)
-            terms["curvature"] = terms["curvature"] * voxel_size**4
+            terms = sdf_regularizers(
+                grid, self.block_values(self.sdf, b), curvature=curvature, check_finite=False
+            )
+            if curvature == "gradient":
+                voxel_size = math.prod(1.0 / d for d in grid.shape) ** (1.0 / 3.0)
+                terms["curvature"] = terms["curvature"] * voxel_size**4
             for name in total:
                 total[name] = total[name] + terms[name] * (grid.num_voxels / voxels)
         return {
@@ -333,16 +336,23 @@ class Field:
         dilation: int,
         voxel_filter: VoxelFilter | None,
         backend: str = "auto",
+        rule: str = "surface",
     ) -> Remap:
         """The grids at a new resolution, and how to carry per-vertex values onto them.
 
-        Per block: keep the voxels that hold a face of any shell, dilate them by `dilation`
-        voxels (at the old resolution), subdivide to the new shape, and drop the voxels that
-        `voxel_filter` rejects (unseen space stays empty). Occupancy may grow by the dilation;
-        if no shell has a face anywhere, every voxel is kept (the grid is only subdivided).
-        Nothing changes until `apply_remap`.
+        Per block, `rule` ``"surface"`` (the original's): keep the voxels that hold a face of
+        the zero level set, dilate them by `dilation` voxels (at the old resolution), intersect
+        with the old occupancy and subdivide to the new shape (occupancy can only shrink;
+        `levels` and `voxel_filter` are not used). ``"shells"``: keep the voxels that hold a
+        face of any of `levels`, dilate, subdivide, and drop the voxels that `voxel_filter`
+        rejects (unseen space stays empty; occupancy may grow by the dilation). Either way, if
+        no face exists anywhere every voxel is kept (the grid is only subdivided). Nothing
+        changes until `apply_remap`.
         """
-        extraction = self.extract(levels, with_sh=False, backend=backend)
+        if rule not in ("surface", "shells"):
+            raise ValueError(f"rule must be 'surface' or 'shells', got {rule!r}")
+        surface = rule == "surface"
+        extraction = self.extract([0.0] if surface else levels, with_sh=False, backend=backend)
         keep_all = extraction.num_faces == 0
         new_grids = []
         for b, (block, grid) in enumerate(zip(self.layout.blocks, self.grids, strict=True)):
@@ -352,8 +362,10 @@ class Field:
                 mask = torch.zeros(grid.num_voxels, dtype=torch.bool, device=self.device)
                 mask[extraction.face_voxels[b]] = True
                 kept = grid.prune(mask).dilate(dilation)
+                if surface:
+                    kept = kept.prune(torch.isin(kept.voxels, grid.voxels))
             new = kept.resample(block.shape(center_resolution, arm_resolution))
-            if voxel_filter is not None:
+            if voxel_filter is not None and not surface:
                 new = new.prune(voxel_filter(block, new))
             new_grids.append(new)
         return Remap(self, center_resolution, arm_resolution, new_grids, dilation + 2)

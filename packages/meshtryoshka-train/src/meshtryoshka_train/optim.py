@@ -2,10 +2,10 @@
 
 Each group carries its ``name`` (``sdf``, ``sh_dc``, ``sh_band1``, ...) and its ``scale``
 (1 for the signed distance and the SH degree-0 coefficients, ``optim.sh_rest_lr_scale`` for
-the higher bands). `set_learning_rates` writes ``lr = optim.lr * scale * lr_schedule.at(step)``
-(times the signed distance's initial freeze/ramp) into every group at every step, so the
-schedule depends on the global step only and survives rebuilding the optimizer (the original's
-LambdaLR restarted at every subdivision and never decayed, ORIGINAL.md §6 item 1).
+the higher bands). `set_learning_rates` writes ``lr = optim.lr * scale * lr_schedule.at(step)
+* lr_decay(step)`` (times the signed distance's initial freeze/ramp) into every group at every
+step, so the schedule depends on the global step only and survives rebuilding the optimizer (the
+original's LambdaLR restarted at every subdivision and never decayed, ORIGINAL.md §6 item 1).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = [
     "add_parameters",
     "build_optimizer",
     "learning_rate",
+    "lr_decay",
     "moments",
     "rebuild_optimizer",
     "sdf_warmup",
@@ -60,18 +61,34 @@ def sdf_warmup(step: int, model: ModelConfig) -> float:
     return 1.0
 
 
-def learning_rate(name: str, step: int, optim: OptimConfig, model: ModelConfig) -> float:
-    """The learning rate of parameter group `name` at global `step`."""
+def lr_decay(step: int, total_steps: int, optim: OptimConfig) -> float:
+    """The end-of-training decay: 1 until ``lr_decay_start * total_steps``, then exponential
+    down to ``lr_decay_final`` at the last step (``total_steps - 1``)."""
+    start = optim.lr_decay_start * total_steps
+    last = total_steps - 1
+    if optim.lr_decay_final == 1.0 or step <= start or last <= start:
+        return 1.0
+    return optim.lr_decay_final ** min(1.0, (step - start) / (last - start))
+
+
+def learning_rate(
+    name: str, step: int, optim: OptimConfig, model: ModelConfig, total_steps: int
+) -> float:
+    """The learning rate of parameter group `name` at global `step` of `total_steps`."""
     scale = optim.sh_rest_lr_scale if name.startswith("sh_band") else 1.0
-    rate = optim.lr * scale * optim.lr_schedule.at(step)
+    rate = optim.lr * scale * optim.lr_schedule.at(step) * lr_decay(step, total_steps, optim)
     return rate * sdf_warmup(step, model) if name == "sdf" else rate
 
 
 def set_learning_rates(
-    optimizer: torch.optim.Optimizer, step: int, optim: OptimConfig, model: ModelConfig
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    optim: OptimConfig,
+    model: ModelConfig,
+    total_steps: int,
 ) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = learning_rate(group["name"], step, optim, model)
+        group["lr"] = learning_rate(group["name"], step, optim, model, total_steps)
 
 
 def moments(optimizer: torch.optim.Optimizer, tensor: Tensor) -> tuple[Tensor, Tensor] | None:

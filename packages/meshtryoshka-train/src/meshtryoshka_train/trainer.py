@@ -283,6 +283,13 @@ class Trainer:
         #: called after every step as ``hook(trainer, stats)``; a hook may return seconds it
         #: spent waiting (e.g. a paused viewer), which the steps/s rate leaves out
         self.step_hooks: list[Callable[[Trainer, dict], float | None]] = []
+        #: added to the signed distance at every resolution change (the original's re-added
+        #: sphere, `model.readd_initializer`), or None
+        self.readded_sdf = (
+            sphere_sdf(model.init_radius)
+            if model.readd_initializer and model.initializer == "sphere"
+            else None
+        )
         state = load_latest_checkpoint(self.run_dir, warn=self.echo) if resume else None
         if resume and state is None:
             self.echo(f"no checkpoint in {self.run_dir}: starting from step 0")
@@ -388,8 +395,12 @@ class Trainer:
             self.resample(*target, step)
         degree = model.sh_degree.at(step)
         if degree > self.field.sh_degree:
-            add_parameters(self.optimizer, self.field.grow_sh(degree), optim)
-        set_learning_rates(self.optimizer, step, optim, model)
+            added = self.field.grow_sh(degree)
+            if optim.resample_state == "reset":  # the original rebuilds Adam here too
+                self.optimizer = build_optimizer(self.field.parameters(), optim)
+            else:
+                add_parameters(self.optimizer, added, optim)
+        set_learning_rates(self.optimizer, step, optim, model, self.config.train.steps)
 
     def resample(self, center: int, arm: int, step: int) -> None:
         """Move the field to a new resolution; carry (or reset) Adam's moments with it."""
@@ -402,6 +413,7 @@ class Trainer:
             model.dilation,
             self.voxel_filter,
             backend=model.backend,
+            rule=model.occupancy_rule,
         )
         old_named = self.field.parameters()
         tensors = [t.detach() for _, t in old_named]
@@ -415,6 +427,9 @@ class Trainer:
         moved = remap.apply_many(tensors)
         count = len(old_named)
         self.field.apply_remap(remap, moved[:count])
+        if self.readded_sdf is not None:
+            with torch.no_grad():
+                self.field.sdf += self.readded_sdf(self.field.contracted_vertices())
         carried = {
             name: (moved[count + 2 * i], moved[count + 2 * i + 1])
             for i, name in enumerate(with_state)
@@ -459,8 +474,13 @@ class Trainer:
         )
         weights = config.loss
         needs_regularizers = any((weights.eikonal_pos, weights.eikonal_neg, weights.curvature))
-        regularizers = self.field.regularizers() if needs_regularizers else None
-        losses = compute_losses(weights, image, target, extraction.sdf, extraction.sh, regularizers)
+        regularizers = (
+            self.field.regularizers(weights.curvature_operator) if needs_regularizers else None
+        )
+        prediction = image.clamp(0.0, 1.0) if weights.clip_prediction else image
+        losses = compute_losses(
+            weights, prediction, target, extraction.sdf, extraction.sh, regularizers
+        )
         total = losses["total"]
         if not math.isfinite(float(total.detach())):
             raise self._diverged("the loss")
@@ -471,6 +491,7 @@ class Trainer:
         stats = {name: value.detach() for name, value in losses.items()}
         stats["psnr"] = psnr(image.detach(), target).mean()
         stats["faces"] = torch.tensor(float(extraction.num_faces))
+        stats["shell_vertices"] = torch.tensor(float(extraction.sdf.shape[0]))
         return stats
 
     def _diverged(self, what: str) -> TrainingDiverged:
@@ -644,7 +665,7 @@ class Trainer:
         """Both modes on the whole test split, written to ``eval/step_XXXXXXX/``."""
         out_dir = self.run_dir / "eval" / f"step_{self.step:07d}"
         result = evaluate(self.field, self.dataset, self.config, self.step, out_dir=out_dir)
-        self._append_metrics({"event": "test", **_summary(result)})
+        self._append_metrics({"event": "test", "elapsed": self.elapsed, **_summary(result)})
         self.echo(
             f"test PSNR at step {self.step}: layered {result['layered']['psnr']:.2f} dB, "
             f"surface {result['surface']['psnr']:.2f} dB (SSIM {_fmt(result['layered']['ssim'])}"
@@ -653,7 +674,9 @@ class Trainer:
         return result
 
     def _periodic_evaluation(self) -> None:
-        split = "val" if len(self.dataset.splits["val"]) else "test"
+        split = self.config.train.eval_split
+        if not len(self.dataset.splits[split]):
+            split = "test"
         result = evaluate(
             self.field,
             self.dataset,
@@ -663,7 +686,7 @@ class Trainer:
             modes=("layered",),
             max_images=self.config.train.eval_images,
         )
-        self._append_metrics({"event": "eval", **_summary(result)})
+        self._append_metrics({"event": "eval", "elapsed": self.elapsed, **_summary(result)})
         self.echo(
             f"step {self.step}: {split} PSNR {result['layered']['psnr']:.2f} dB over "
             f"{result['images']} images"
@@ -684,7 +707,10 @@ class Trainer:
             "sh_degree": self.field.sh_degree,
             "lr": self.optimizer.param_groups[0]["lr"],
             "batch_size": self.config.optim.batch_size.at(self.step - 1),
+            "elapsed": self.elapsed,
         }
+        if self.device.type == "cuda":  # the allocator's own counter: no device sync
+            entry["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self._append_metrics(entry)
         self.progress(
             self.step,
