@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # GPU check of the whole repository on one CUDA machine: the `cuda` tests of all four packages,
 # the kernel benchmarks, cold/warm kernel compile times, the slangtorch x CUDA matrix (GPU part),
-# a short training run on a synthetic NeRF-synthetic-format scene and the viewer's cost to it.
+# a short training run on a synthetic NeRF-synthetic-format scene, the viewer's cost to it, and
+# (asked for by name) the quality benchmark on the Mitsuba scenes.
 #
 #     tools/gpu_check.sh [STEP ...]   (default: env tests train bench compile compat viewer)
 #
-# Steps: env, tests, train, bench, compile, compat, viewer. Every step runs under `timeout` and
+# Steps: env, tests, train, bench, compile, compat, viewer, quality. Every step runs under `timeout` and
 # its output goes to $OUT/<step>.log (OUT defaults to ./gpu-check); a failing step does not stop the
 # others, and the exit status is that of the first failure.
 #
@@ -21,6 +22,10 @@
 #   VIEWER_STEPS  training steps per run of benchmarks/bench_viewer.py [300] (needs viser in
 #                 $WHEELS; a scripted client stands in for the browser); VIEWER_ARGS more
 #                 arguments of it (e.g. --modes off orbit)
+#   QUALITY_SCENES  the rendered scenes of the quality benchmark [datasets/quality] (carry them:
+#                 scripts/render_quality_scenes.py makes them); QUALITY_ARGS arguments of
+#                 benchmarks/bench_quality.py (e.g. --plan FILE --parallel 12); its results and
+#                 run logs are packed into $OUT/quality.tgz
 #   T_<STEP>      time limit of a step in seconds (T_TESTS, T_TRAIN, ...)
 # Our own packages are used from the checkout (PYTHONPATH=packages/*/src); nothing is installed.
 set -u -o pipefail
@@ -175,6 +180,18 @@ run_viewer() {
         dataset.scene=sphere ${VIEWER_ARGS:-}
 }
 
+run_quality() {
+    local out=/tmp/gpu-check-quality rc
+    rm -rf "$out"
+    # shellcheck disable=SC2086
+    $PY packages/meshtryoshka-train/benchmarks/bench_quality.py \
+        --scenes-dir "${QUALITY_SCENES:-datasets/quality}" --out "$out" ${QUALITY_ARGS:-}
+    rc=$?
+    (cd "$out" && tar czf "$OUT/quality.tgz" results.jsonl runs/*.log runs/*/metrics.jsonl \
+        runs/*/eval/*/metrics.json 2>/dev/null)
+    return $rc
+}
+
 if [ "${1:-}" = "--one" ]; then  # one step's function, in a child that `timeout` can stop
     "$2"
     exit $?
@@ -190,6 +207,7 @@ for s in $STEPS; do
         compile) step compile "${T_COMPILE:-150}" run_compile ;;
         compat) step compat "${T_COMPAT:-200}" run_compat ;;
         viewer) step viewer "${T_VIEWER:-200}" run_viewer ;;
+        quality) step quality "${T_QUALITY:-540}" run_quality ;;
         *) echo "gpu_check: unknown step '$s'"; STATUS=2 ;;
     esac
 done
