@@ -57,6 +57,7 @@ VARIANTS: dict[str, list[str]] = {
         "model.alpha_max=1.0",
         "optim.resample_state=reset",
         "optim.lr_decay_start=1.0",
+        "model.point_cloud_init=fade",
     ],
     # every row set to this project's earlier choice (before the recipe was aligned)
     "previous": [
@@ -67,6 +68,7 @@ VARIANTS: dict[str, list[str]] = {
         "model.alpha_max=0.99",
         "optim.resample_state=transfer",
         "optim.lr_decay_start=1.0",
+        "model.point_cloud_init=baked",
     ],
     # one row at a time: "original+<row>" flips that row to the previous choice
     "gradient_curvature": ["loss.curvature_operator=gradient"],
@@ -75,6 +77,7 @@ VARIANTS: dict[str, list[str]] = {
     "no_readd": ["model.readd_initializer=false"],
     "alpha_cap": ["model.alpha_max=0.99"],
     "transfer_adam": ["optim.resample_state=transfer"],
+    "baked_point_cloud": ["model.point_cloud_init=baked"],
     # candidate improvements
     "lr_decay": ["optim.lr_decay_start=0.5", "optim.lr_decay_final=0.1"],
     "lr_decay_late": ["optim.lr_decay_start=0.7", "optim.lr_decay_final=0.1"],

@@ -167,6 +167,19 @@ def test_no_surface_keeps_every_voxel():
     assert field.grids[0].num_voxels == 16**3
 
 
+def test_a_fading_prior_is_blended_and_must_be_baked_before_resampling():
+    field = make_field(center=8, sdf_noise=0.01)
+    field.prior = torch.full_like(field.sdf.detach(), 0.2)
+    field.prior_weight = 0.25
+    expected = 0.75 * field.sdf.detach() + 0.25 * 0.2
+    torch.testing.assert_close(field.signed_distance().detach(), expected)
+    with pytest.raises(ValueError, match="bake_prior"):
+        field.apply_remap(field.plan_resample(12, 0, LEVELS, 1, None))
+    field.bake_prior()
+    assert field.prior is None and torch.equal(field.sdf.detach(), expected)
+    field.apply_remap(field.plan_resample(12, 0, LEVELS, 1, None))
+
+
 def test_growing_sh_keeps_the_values_and_adds_zero_bands():
     field = make_field()
     before = field.sh.detach().clone()

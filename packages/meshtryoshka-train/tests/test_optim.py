@@ -45,6 +45,10 @@ def test_sdf_warmup_freezes_then_ramps_linearly():
     values = [sdf_warmup(step, MODEL) for step in range(8, 16)]
     assert values == pytest.approx([0, 0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
     assert sdf_warmup(0, ModelConfig()) == 1.0  # no freeze by default
+    fading = ModelConfig(initializer="point_cloud", init_freeze_steps=10, init_blend_steps=4)
+    assert sdf_warmup(5, fading) == 1.0  # a fading prior: the blend weight freezes instead
+    baked = ModelConfig(initializer="point_cloud", point_cloud_init="baked", init_freeze_steps=10)
+    assert sdf_warmup(5, baked) == 0.0
 
 
 def test_a_rebuilt_optimizer_keeps_the_schedule_and_the_step_count():

@@ -272,3 +272,40 @@ def test_logs_carry_every_weighted_term_and_the_counts(reduced, tmp_path, blende
         assert name in entry and entry[name] == entry[name]  # present, not NaN
     assert entry["curvature"] > 0 and entry["faces"] > 0 and entry["shell_vertices"] > 0
     assert entry["voxels"] > 0 and entry["elapsed"] > 0
+
+
+def test_point_cloud_prior_fades_out_as_in_the_original(reduced, tmp_path, colmap_root):
+    from meshtryoshka_train.initializers import fade_weight
+
+    assert [fade_weight(s, 100, 200) for s in (0, 99, 100, 200, 299, 300)] == pytest.approx(
+        [1.0, 1.0, 1.0, 0.5, 0.005, 0.0]
+    )
+    overrides = [
+        *reduced(colmap_root, 5, True),
+        "model.init_freeze_steps=2",
+        "model.init_blend_steps=2",
+        "train.checkpoint_interval=1",
+    ]
+    trainer = make_trainer(tmp_path, "mip360", overrides)
+    field = trainer.field
+    assert field.prior is not None and field.prior_weight == 1.0
+    assert float(field.sdf.detach().abs().max()) < 0.1  # the learned part: noise only
+    assert float(field.prior.max()) > 0.1  # the point cloud's distance, far from the points
+    assert torch.equal(field.signed_distance(), field.prior)  # w = 1: the prior alone
+    start = field.sdf.detach().clone()
+    trainer.run(stop_at=2)  # two frozen steps: the learned sdf gets no gradient
+    assert torch.equal(trainer.field.sdf.detach(), start)
+    resumed = make_trainer(tmp_path, "mip360", overrides, resume=True)
+    assert torch.equal(resumed.field.prior, field.prior)
+    resumed.apply_schedules(3)  # half way through the blend
+    assert resumed.field.prior_weight == pytest.approx(0.5)
+    blend = 0.5 * resumed.field.sdf + 0.5 * resumed.field.prior
+    torch.testing.assert_close(resumed.field.signed_distance(), blend)
+    resumed.apply_schedules(4)
+    assert resumed.field.prior is None
+    baked = make_trainer(
+        tmp_path, "mip360", [*overrides, "model.point_cloud_init=baked"], name="baked"
+    )
+    assert baked.field.prior is None
+    noise = baked.field.sdf.detach() - field.prior
+    assert float(noise.abs().max()) < 0.1  # the point cloud's distance plus noise

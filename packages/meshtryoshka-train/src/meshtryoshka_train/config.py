@@ -93,10 +93,17 @@ class ModelConfig:
     """Standard deviation of the Gaussian noise added once to the initial signed distance."""
     init_sh_noise: float = 0.1
     """Standard deviation of the initial SH degree-0 coefficients (around colour 0.5)."""
+    point_cloud_init: Literal["fade", "baked"] = "fade"
+    """How the point-cloud initializer acts. "fade" (the original's): the shells see
+    ``(1 - w) sdf + w d`` (``d`` the point cloud's distance), the learnable sdf starting from
+    noise; ``w = 1`` for `init_freeze_steps`, then falls linearly to 0 over `init_blend_steps`.
+    "baked": ``d`` is baked into the learnable sdf, whose learning rate is 0 for
+    `init_freeze_steps` and ramps linearly to 1x over `init_blend_steps`."""
     init_freeze_steps: int = 0
-    """Steps during which the signed distance keeps its initial value (learning rate 0)."""
+    """Steps during which the initializer alone shapes the field (see `point_cloud_init`; with
+    the sphere: the signed distance's learning rate is 0)."""
     init_blend_steps: int = 0
-    """Steps after the freeze over which the signed distance's learning rate ramps up to 1x."""
+    """Steps after the freeze over which the initializer hands over to the learned field."""
     dilation: int = 4
     """Voxels the occupancy is dilated by around the kept faces at each resolution change."""
     occupancy_rule: Literal["surface", "shells"] = "surface"

@@ -101,6 +101,9 @@ class Field:
         if sh_dc.shape != (num_vertices, 1, 3):
             raise ValueError(f"sh_dc must be [{num_vertices}, 1, 3], got {list(sh_dc.shape)}")
         self.sdf = sdf.detach().clone().requires_grad_()
+        #: a fading prior: while set, shells and regularizers see `signed_distance()`
+        self.prior: Tensor | None = None
+        self.prior_weight = 0.0
         self.sh_dc = sh_dc.detach().clone().requires_grad_()
         self.sh_bands = []
         for band, values in enumerate(sh_bands, start=1):
@@ -195,6 +198,21 @@ class Field:
             added.append((f"sh_band{band}", self.sh_bands[-1]))
         return added
 
+    def signed_distance(self) -> Tensor:
+        """``[V]`` the signed distance the shells and regularizers use: the learnable `sdf`,
+        or ``(1 - w) sdf + w prior`` while a prior fades out (``w = prior_weight``; the
+        original's point-cloud initializer)."""
+        if self.prior is None:
+            return self.sdf
+        return (1.0 - self.prior_weight) * self.sdf + self.prior_weight * self.prior
+
+    def bake_prior(self) -> None:
+        """Make the blended `signed_distance` the learnable sdf and drop the prior."""
+        if self.prior is not None:
+            with torch.no_grad():
+                self.sdf.copy_(self.signed_distance())
+            self.prior = None
+
     def is_finite(self) -> bool:
         return all(bool(torch.isfinite(t).all()) for _, t in self.parameters())
 
@@ -231,7 +249,11 @@ class Field:
         for b, (block, grid) in enumerate(zip(self.layout.blocks, self.grids, strict=True)):
             attributes = None if sh is None else self.block_values(sh, b)
             shells = extract_shells(
-                grid, self.block_values(self.sdf, b), attributes, levels, backend=backend
+                grid,
+                self.block_values(self.signed_distance(), b),
+                attributes,
+                levels,
+                backend=backend,
             )
             parts.append((block, shells))
         if len(parts) == 1:
@@ -314,7 +336,10 @@ class Field:
             if grid.num_voxels == 0:
                 continue
             terms = sdf_regularizers(
-                grid, self.block_values(self.sdf, b), curvature=curvature, check_finite=False
+                grid,
+                self.block_values(self.signed_distance(), b),
+                curvature=curvature,
+                check_finite=False,
             )
             if curvature == "gradient":
                 voxel_size = math.prod(1.0 / d for d in grid.shape) ** (1.0 / 3.0)
@@ -376,6 +401,8 @@ class Field:
         `moved`: the parameters already carried over (``remap.apply_many`` of the tensors of
         `parameters`, in order), to share one transfer with the optimizer's moments.
         """
+        if self.prior is not None:
+            raise ValueError("bake_prior() before resampling a field with a fading prior")
         names = [name for name, _ in self.parameters()]
         if moved is None:
             moved = remap.apply_many([t.detach() for _, t in self.parameters()])
@@ -401,6 +428,8 @@ class Field:
             "sdf": self.sdf.detach().cpu(),
             "sh_dc": self.sh_dc.detach().cpu(),
             "sh_bands": [t.detach().cpu() for t in self.sh_bands],
+            "prior": None if self.prior is None else self.prior.cpu(),
+            "prior_weight": self.prior_weight,
         }
 
     @classmethod
@@ -409,7 +438,7 @@ class Field:
     ) -> Field:
         layout = Layout(state["center_extent"], state["arms"])
         grids = [SparseGrid(shape, voxels.to(device)) for shape, voxels in state["grids"]]
-        return cls(
+        field = cls(
             layout,
             contraction,
             state["center_resolution"],
@@ -419,6 +448,10 @@ class Field:
             state["sh_dc"].to(device),
             [t.to(device) for t in state["sh_bands"]],
         )
+        if state.get("prior") is not None:
+            field.prior = state["prior"].to(device)
+            field.prior_weight = float(state["prior_weight"])
+        return field
 
 
 class Remap:

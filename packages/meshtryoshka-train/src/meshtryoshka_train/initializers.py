@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["point_cloud_sdf", "sphere_sdf", "subsample_points"]
+__all__ = ["fade_weight", "point_cloud_sdf", "sphere_sdf", "subsample_points"]
 
 
 def sphere_sdf(radius: float, center: tuple[float, float, float] = (0.5, 0.5, 0.5)):
@@ -52,6 +52,16 @@ def point_cloud_sdf(points: Tensor, radius: float, budget: int = 1 << 24) -> Cal
         return out - radius
 
     return sdf
+
+
+def fade_weight(step: int, freeze: int, blend: int) -> float:
+    """Weight of a fading prior at `step`: 1 for the first `freeze` steps, then linear to 0
+    over `blend` steps (``1 - (step - freeze) / blend``), then 0 (the original's schedule)."""
+    if step < freeze:
+        return 1.0
+    if blend <= 0 or step >= freeze + blend:
+        return 0.0
+    return 1.0 - (step - freeze) / blend
 
 
 def subsample_points(points: Tensor, count: int, generator: torch.Generator) -> Tensor:

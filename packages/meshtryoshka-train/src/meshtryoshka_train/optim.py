@@ -51,8 +51,11 @@ def sdf_warmup(step: int, model: ModelConfig) -> float:
     """Learning-rate factor of the signed distance: 0 while frozen, then a linear ramp to 1.
 
     Steps ``0 .. init_freeze_steps - 1`` give 0; the next ``init_blend_steps`` steps ramp up
-    as ``(step - freeze + 1) / (blend + 1)``; afterwards 1.
+    as ``(step - freeze + 1) / (blend + 1)``; afterwards 1. Always 1 for a fading point-cloud
+    prior (``model.point_cloud_init = "fade"``: the blend weight does that work).
     """
+    if model.initializer == "point_cloud" and model.point_cloud_init == "fade":
+        return 1.0
     freeze, blend = model.init_freeze_steps, model.init_blend_steps
     if step < freeze:
         return 0.0

@@ -46,7 +46,7 @@ from .config import Config, ConfigError, dump_config
 from .contraction import Contraction
 from .evaluate import evaluate
 from .field import Field, shell_levels
-from .initializers import point_cloud_sdf, sphere_sdf, subsample_points
+from .initializers import fade_weight, point_cloud_sdf, sphere_sdf, subsample_points
 from .layout import Layout
 from .losses import compute_losses
 from .metrics import psnr
@@ -321,6 +321,7 @@ class Trainer:
     def _create_field(self) -> Field:
         model = self.config.model
         generator = torch.Generator().manual_seed(self.config.train.seed)
+        prior = None
         if model.initializer == "sphere":
             initial = sphere_sdf(model.init_radius)
         else:
@@ -333,6 +334,8 @@ class Trainer:
             initial = point_cloud_sdf(
                 self.contraction.contract(points.to(self.device)), model.init_radius
             )
+            if model.point_cloud_init == "fade":  # the learned part starts from noise alone
+                prior, initial = initial, _zero_sdf
         field = Field.create(
             self.layout,
             self.contraction,
@@ -350,6 +353,9 @@ class Trainer:
                 "no voxel of the grid is seen entirely by any training camera: check "
                 "model.center_radius (the world box is [-R, R]^3) and the cameras"
             )
+        if prior is not None:
+            field.prior = prior(field.contracted_vertices()).float()
+            field.prior_weight = fade_weight(0, model.init_freeze_steps, model.init_blend_steps)
         return field
 
     def state_dict(self) -> dict:
@@ -390,6 +396,12 @@ class Trainer:
     def apply_schedules(self, step: int) -> None:
         """Resolution change, SH degree growth and learning rates for global step `step`."""
         model, optim = self.config.model, self.config.optim
+        if self.field.prior is not None:
+            weight = fade_weight(step, model.init_freeze_steps, model.init_blend_steps)
+            if weight > 0:
+                self.field.prior_weight = weight
+            else:
+                self.field.prior = None  # the learned field alone from now on
         target = (model.resolution.at(step), model.arm_resolution.at(step))
         if target != (self.field.center_resolution, self.field.arm_resolution):
             self.resample(*target, step)
@@ -406,6 +418,7 @@ class Trainer:
         """Move the field to a new resolution; carry (or reset) Adam's moments with it."""
         model, optim = self.config.model, self.config.optim
         before = (self.field.center_resolution, self.field.num_voxels)
+        self.field.bake_prior()  # a resolution change before the prior has faded: keep the blend
         remap = self.field.plan_resample(
             center,
             arm,
@@ -740,6 +753,10 @@ class Trainer:
                 kept.append(line)
         text = "".join(line + "\n" for line in kept)
         write_atomic(path, lambda file: file.write(text.encode()))
+
+
+def _zero_sdf(points: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(points.shape[0], dtype=points.dtype, device=points.device)
 
 
 def _summary(result: dict) -> dict:
