@@ -45,31 +45,45 @@ from pathlib import Path
 OBJECT_SCENES = ("texture", "glossy", "thin", "hollow", "multi")
 UNBOUNDED_SCENES = ("garden",)
 
-#: named override sets; "default" is the shipped experiment as it is
-VARIANTS: dict[str, list[str]] = {
+ORIGINAL_NERF_SYNTHETIC_RESOLUTION = (
+    "model.resolution={0=32, 1201=64, 1601=128, 2001=192, 2401=256, 2801=320, 3201=384, "
+    "3601=448, 4001=512, 4401=576, 4801=640, 5201=704, 5601=768, 6401=1024, 7201=1536, "
+    "8001=2048}"
+)
+
+#: named override sets: a list for every experiment, or {experiment or "*": list}; "default"
+#: is the shipped experiment as it is
+VARIANTS: dict[str, list[str] | dict[str, list[str]]] = {
     "default": [],
-    # every row of docs/recipe.md set to the original implementation's choice
-    "original": [
-        "loss.curvature_operator=laplacian",
-        "loss.clip_prediction=true",
-        "model.occupancy_rule=surface",
-        "model.readd_initializer=true",
-        "model.alpha_max=1.0",
-        "optim.resample_state=reset",
-        "optim.lr_decay_start=1.0",
-        "model.point_cloud_init=fade",
-    ],
+    # every row of docs/recipe.md set to the original implementation's choice, and its
+    # resolution schedule
+    "original": {
+        "*": [
+            "loss.curvature_operator=laplacian",
+            "loss.clip_prediction=true",
+            "model.occupancy_rule=surface",
+            "model.readd_initializer=true",
+            "model.alpha_max=1.0",
+            "optim.resample_state=reset",
+            "optim.lr_decay_start=1.0",
+            "model.point_cloud_init=fade",
+        ],
+        "nerf_synthetic": [ORIGINAL_NERF_SYNTHETIC_RESOLUTION],
+    },
     # every row set to this project's earlier choice (before the recipe was aligned)
-    "previous": [
-        "loss.curvature_operator=gradient",
-        "loss.clip_prediction=false",
-        "model.occupancy_rule=shells",
-        "model.readd_initializer=false",
-        "model.alpha_max=0.99",
-        "optim.resample_state=transfer",
-        "optim.lr_decay_start=1.0",
-        "model.point_cloud_init=baked",
-    ],
+    "previous": {
+        "*": [
+            "loss.curvature_operator=gradient",
+            "loss.clip_prediction=false",
+            "model.occupancy_rule=shells",
+            "model.readd_initializer=false",
+            "model.alpha_max=0.99",
+            "optim.resample_state=transfer",
+            "optim.lr_decay_start=1.0",
+            "model.point_cloud_init=baked",
+        ],
+        "nerf_synthetic": [ORIGINAL_NERF_SYNTHETIC_RESOLUTION],
+    },
     # one row at a time: "original+<row>" flips that row to the previous choice
     "gradient_curvature": ["loss.curvature_operator=gradient"],
     "no_clip": ["loss.clip_prediction=false"],
@@ -81,17 +95,30 @@ VARIANTS: dict[str, list[str]] = {
     # candidate improvements
     "lr_decay": ["optim.lr_decay_start=0.5", "optim.lr_decay_final=0.1"],
     "lr_decay_late": ["optim.lr_decay_start=0.7", "optim.lr_decay_final=0.1"],
+    # nerf_synthetic's resolution schedule with the 64 and 128 stages 400 steps earlier (the
+    # shipped one since 2026-12-02)
+    "early_fine": {
+        "nerf_synthetic": [
+            "model.resolution={0=32, 801=64, 1201=128, 2001=192, 2401=256, 2801=320, "
+            "3201=384, 3601=448, 4001=512, 4401=576, 4801=640, 5201=704, 5601=768, 6401=1024, "
+            "7201=1536, 8001=2048}"
+        ]
+    },
 }
 
 
-def variant_overrides(spec: str) -> list[str]:
-    """Overrides of ``name[+name...][:key=value,...]`` (later entries win)."""
+def variant_overrides(spec: str, experiment: str) -> list[str]:
+    """Overrides of ``name[+name...][:key=value,...]`` for `experiment` (later entries win)."""
     names, _, extra = spec.partition(":")
     out: list[str] = []
     for name in names.split("+"):
         if name not in VARIANTS:
             raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
-        out += VARIANTS[name]
+        entry = VARIANTS[name]
+        if isinstance(entry, dict):
+            out += entry.get("*", []) + entry.get(experiment, [])
+        else:
+            out += entry
     return out + [item for item in extra.split(",") if item]
 
 
@@ -138,7 +165,7 @@ def make_runs(args) -> list[Run]:
     combos = []
     for group in groups:
         for variant in group["variants"]:
-            variant_overrides(variant)  # fail early on a typo
+            variant_overrides(variant, "")  # fail early on a typo
         combos += itertools.product(
             group["steps"], group["seeds"], group["scenes"], group["variants"]
         )
@@ -154,7 +181,7 @@ def make_runs(args) -> list[Run]:
             f"train.steps={steps}", f"train.seed={seed}", f"train.eval_interval={every}",
             "train.eval_split=test", "train.eval_images=0", "train.log_interval=50",
             f"train.checkpoint_interval={steps}", "train.keep_checkpoints=1",
-            *variant_overrides(variant), *args.override,
+            *variant_overrides(variant, experiment), *args.override,
         ]  # fmt: skip
         runs.append(Run(scene, variant, seed, steps, run_dir, command))
     return runs

@@ -309,7 +309,7 @@ def garden_scene(rng) -> Scene:
     )
 
 
-def write_garden(mi, scene, out: Path, spp: int) -> None:
+def write_garden(mi, scene: Scene, loaded, out: Path, spp: int) -> None:
     """``images/`` (JPEG), ``sparse/0`` (binary COLMAP: PINHOLE, poses, points)."""
     from PIL import Image
 
@@ -336,7 +336,7 @@ def write_garden(mi, scene, out: Path, spp: int) -> None:
         )
         aim = target + rng.normal(0.0, 0.15, 3)
         to_world = look_at(mi, origin, aim)
-        rgba = render_view(mi, scene, to_world, GARDEN_FOV_X, width, height, spp, 1000 + index)
+        rgba = render_view(mi, loaded, to_world, GARDEN_FOV_X, width, height, spp, 1000 + index)
         name = f"frame_{index:03d}.jpg"
         Image.fromarray(to_srgb8(rgba, alpha=False), "RGB").save(
             out / "images" / name, quality=95, subsampling=0
@@ -407,7 +407,7 @@ def render_scene(name: str, out_root: Path, spp: int) -> None:
         with tempfile.TemporaryDirectory() as assets:
             loaded = to_mitsuba(mi, scene, Path(assets))
             if name == "garden":
-                write_garden(mi, loaded, work, spp)
+                write_garden(mi, scene, loaded, work, spp)
             else:
                 seed = 0
                 for split, count in OBJECT_SPLITS.items():
