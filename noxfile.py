@@ -1,8 +1,9 @@
 """Development sessions for the Meshtryoshka monorepo.
 
-    nox                      lint + every package's tests + integration tests (CPU)
+    nox                      lint + every package's tests + integration tests + build (CPU)
     nox -s tests             every package's tests, each in its own fresh venv
     nox -s "tests(slang-rasterizer)"   one package
+    nox -s build             build, check and smoke-test every package's sdist and wheel
     nox -s demo              train on the bundled demo scene
     nox -s compat            the slangtorch x CUDA compatibility matrix
     nox -- -m cuda           forward arguments to pytest (here: only the GPU tests)
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,7 +35,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 nox.needs_version = ">=2024.3.2"
-nox.options.sessions = ["lint", "tests", "integration"]
+nox.options.sessions = ["lint", "tests", "integration", "build"]
 nox.options.reuse_existing_virtualenvs = False
 
 ROOT = Path(__file__).parent
@@ -47,15 +49,23 @@ def package_dir(name: str) -> Path:
     return ROOT / "packages" / name
 
 
+def project(name: str) -> dict:
+    return tomllib.loads((package_dir(name) / "pyproject.toml").read_text())["project"]
+
+
+def local_dependencies(name: str) -> list[str]:
+    """The sibling packages that package `name` depends on."""
+    names = {canonicalize_name(Requirement(r).name) for r in project(name).get("dependencies", [])}
+    return [sibling for sibling in PACKAGES if sibling in names]
+
+
 def local_requirements(name: str, extras: str = "test") -> list[str]:
     """pip arguments installing package `name` (with `extras`) and the local packages it needs.
 
     Sibling packages are not on a package index during development, so each one that `name`
     depends on is installed from its folder; everything else comes from the index.
     """
-    project = tomllib.loads((package_dir(name) / "pyproject.toml").read_text())["project"]
-    names = {canonicalize_name(Requirement(r).name) for r in project.get("dependencies", [])}
-    needed = [sibling for sibling in PACKAGES if sibling in names]
+    needed = local_dependencies(name)
     return [str(package_dir(s)) for s in needed] + [f"{package_dir(name)}[{extras}]"]
 
 
@@ -113,6 +123,75 @@ def demo(session: nox.Session) -> None:
     install_torch(session)
     session.install(*local_requirements("meshtryoshka-train", extras="test"))
     session.run("meshtryoshka-train", "--experiment", "demo", "--overwrite", *session.posargs)
+
+
+# Release artifacts. Each package is built into dist/<package>/ (what the release workflow
+# publishes) and tried as a user would: a fresh venv with only torch, the artifact and what it
+# declares. tools/check_dist.py lists what is checked in the artifacts themselves.
+DIST = ROOT / "dist"
+ARTIFACT_KINDS = {"wheel": "*-py3-none-any.whl", "sdist": "*.tar.gz"}
+
+
+def artifact(package: str, kind: str) -> Path:
+    (found,) = (DIST / package).glob(ARTIFACT_KINDS[kind])
+    return found
+
+
+def smoke_test(session: nox.Session, package: str, kind: str) -> None:
+    """Install `package`'s `kind` artifact into a fresh venv and run tools/smoke_test.py there.
+
+    The venv gets torch first (MESHTRYOSHKA_TORCH), then the artifact with the sibling packages
+    it needs as the same kind of artifact, and the `examples` extra when the package declares
+    one (what its README example needs beyond the package). The venv is deleted after a pass.
+    """
+    venv = Path(session.create_tmp()).resolve() / f"smoke-{package}-{kind}"
+    shutil.rmtree(venv, ignore_errors=True)
+    session.run("python", "-m", "venv", str(venv))
+    python = str(venv / "bin" / "python")
+    session.run(python, "-m", "pip", "install", "--quiet", *shlex.split(TORCH), external=True)
+    extras = "[examples]" if "examples" in project(package).get("optional-dependencies", {}) else ""
+    requirements = [
+        f"{name}{extras if name == package else ''} @ {artifact(name, kind).as_uri()}"
+        for name in [*local_dependencies(package), package]
+    ]
+    session.run(python, "-m", "pip", "install", "--quiet", *requirements, external=True)
+    session.run(python, "-m", "pip", "check", external=True)
+    with session.chdir(session.create_tmp()):
+        session.run(python, str(ROOT / "tools" / "smoke_test.py"), package, external=True)
+    shutil.rmtree(venv)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build, check and smoke-test an sdist and a wheel of every package.
+
+    `python -m build` writes dist/<package>/ (the wheel is built from the sdist, so the sdist
+    is complete enough to build it); `twine check --strict` and tools/check_dist.py check the
+    metadata, the contents (kernels, experiments, demo scene, py.typed, LICENSE) and the sizes;
+    then each wheel and, separately, each sdist is installed into a fresh venv and smoke-tested
+    from outside the source tree (`smoke_test` above). Arguments after `--` name the packages,
+    e.g. `nox -s build -- slang-rasterizer` (the siblings a package needs are built too).
+    """
+    if SYSTEM_TORCH:
+        session.skip("MESHTRYOSHKA_TORCH=system: the smoke venvs must hold only a torch to install")
+    unknown = [name for name in session.posargs if name not in PACKAGES]
+    if unknown:
+        session.error(f"unknown package(s) {unknown}: expected some of {PACKAGES}")
+    selected = [name for name in PACKAGES if name in session.posargs] or PACKAGES
+    needed = [
+        p for p in PACKAGES if p in selected or any(p in local_dependencies(s) for s in selected)
+    ]
+    session.install("build>=1.2", "twine>=6.1", "trove-classifiers")
+    for package in needed:
+        shutil.rmtree(DIST / package, ignore_errors=True)
+        session.run(
+            "python", "-m", "build", "--outdir", str(DIST / package), str(package_dir(package))
+        )
+    session.run("twine", "check", "--strict", *[str(DIST / p / "*") for p in needed])
+    session.run("python", str(ROOT / "tools" / "check_dist.py"), str(DIST), *needed)
+    for package in selected:
+        for kind in ARTIFACT_KINDS:
+            smoke_test(session, package, kind)
 
 
 # The kernel compatibility matrix (tools/compat.py does the work; docs/compat.md is the result).
