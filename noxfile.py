@@ -4,6 +4,7 @@
     nox -s tests             every package's tests, each in its own fresh venv
     nox -s "tests(slang-rasterizer)"   one package
     nox -s build             build, check and smoke-test every package's sdist and wheel
+    nox -s min_versions      the CPU tests with the oldest dependencies the ranges allow
     nox -s demo              train on the bundled demo scene
     nox -s compat            the slangtorch x CUDA compatibility matrix
     nox -- -m cuda           forward arguments to pytest (here: only the GPU tests)
@@ -192,6 +193,55 @@ def build(session: nox.Session) -> None:
     for package in selected:
         for kind in ARTIFACT_KINDS:
             smoke_test(session, package, kind)
+
+
+# The oldest versions the declared ranges allow. torch stays the one MESHTRYOSHKA_TORCH names
+# (an older torch from PyPI is a CUDA build of several GB); its lower bound is checked on the
+# GPU machine, see docs/releasing.md.
+NOT_PINNED = {"torch", *PACKAGES}
+
+
+def lower_bounds(session: nox.Session) -> dict[str, str]:
+    """`name==X` constraint lines from every `>=X` in the packages' dependencies and `test` extras.
+
+    A dependency declared by several packages must have one lower bound everywhere.
+    """
+    pins: dict[str, tuple[str, str]] = {}  # name -> (constraint line, declaring package)
+    for package in PACKAGES:
+        declared = project(package)
+        for line in declared["dependencies"] + declared["optional-dependencies"].get("test", []):
+            requirement = Requirement(line)
+            name = canonicalize_name(requirement.name)
+            floors = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+            if name in NOT_PINNED or not floors:
+                continue
+            marker = f"; {requirement.marker}" if requirement.marker else ""
+            pin = f"{name}=={floors[0]}{marker}"
+            if name in pins and pins[name][0] != pin:
+                session.error(f"{pins[name][1]} wants {pins[name][0]} but {package} wants {pin}")
+            pins[name] = (pin, package)
+    return {name: pin for name, (pin, _) in sorted(pins.items())}
+
+
+@nox.session(venv_params=VENV_PARAMS, default=False)
+def min_versions(session: nox.Session) -> None:
+    """Every package's CPU tests with the oldest numpy, pillow, click, slangtorch, pytest (and
+    tomli, on Python 3.10) that the pyproject.toml ranges allow.
+
+    The constraints file is generated from the ranges (`lower_bounds`), written to
+    .nox/min_versions/tmp/constraints-min.txt and printed; the four packages install
+    non-editable in one venv. Arguments after `--` go to pytest.
+    """
+    pins = lower_bounds(session)
+    constraints = Path(session.create_tmp()).resolve() / "constraints-min.txt"
+    constraints.write_text("".join(f"{pin}\n" for pin in pins.values()))
+    session.log("constraints-min.txt:\n" + constraints.read_text())
+    install_torch(session)
+    session.install("-c", str(constraints), *[f"{package_dir(p)}[test]" for p in PACKAGES])
+    session.run(
+        "python", "-m", "pip", "list", "--format=freeze", "--exclude-editable", silent=False
+    )
+    pytest(session, *[str(package_dir(p) / "tests") for p in PACKAGES])
 
 
 # The kernel compatibility matrix (tools/compat.py does the work; docs/compat.md is the result).
