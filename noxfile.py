@@ -5,6 +5,7 @@
     nox -s "tests(slang-rasterizer)"   one package
     nox -s build             build, check and smoke-test every package's sdist and wheel
     nox -s min_versions      the CPU tests with the oldest dependencies the ranges allow
+    nox -s release -- slang-rasterizer minor    prepare a release (docs/releasing.md)
     nox -s demo              train on the bundled demo scene
     nox -s compat            the slangtorch x CUDA compatibility matrix
     nox -- -m cuda           forward arguments to pytest (here: only the GPU tests)
@@ -36,7 +37,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 nox.needs_version = ">=2024.3.2"
-nox.options.sessions = ["lint", "tests", "integration", "build"]
+nox.options.sessions = ["lint", "tools", "tests", "integration", "build"]
 nox.options.reuse_existing_virtualenvs = False
 
 ROOT = Path(__file__).parent
@@ -105,6 +106,13 @@ def integration(session: nox.Session) -> None:
         "selenium>=4.10",
     )
     pytest(session, str(ROOT / "tests-integration"))
+
+
+@nox.session
+def tools(session: nox.Session) -> None:
+    """Tests of the repository's own tools (tools/tests/: the release script)."""
+    session.install("pytest>=7.4")
+    pytest(session, str(ROOT / "tools" / "tests"))
 
 
 @nox.session
@@ -242,6 +250,14 @@ def min_versions(session: nox.Session) -> None:
         "python", "-m", "pip", "list", "--format=freeze", "--exclude-editable", silent=False
     )
     pytest(session, *[str(package_dir(p) / "tests") for p in PACKAGES])
+
+
+@nox.session(python=False, default=False)
+def release(session: nox.Session) -> None:
+    """Prepare a release of one package: `nox -s release -- PACKAGE VERSION` runs
+    `python tools/release.py prepare PACKAGE VERSION` (VERSION: X.Y.Z, major, minor or patch);
+    docs/releasing.md has the whole process."""
+    session.run(sys.executable, str(ROOT / "tools" / "release.py"), "prepare", *session.posargs)
 
 
 # The kernel compatibility matrix (tools/compat.py does the work; docs/compat.md is the result).
