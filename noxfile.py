@@ -1,8 +1,12 @@
 """Development sessions for the Meshtryoshka monorepo.
 
-    nox                      lint + every package's tests + integration tests (CPU)
+    nox                      lint + every package's tests + integration tests + build (CPU)
     nox -s tests             every package's tests, each in its own fresh venv
     nox -s "tests(slang-rasterizer)"   one package
+    nox -s build             build, check and smoke-test every package's sdist and wheel
+    nox -s "build(slang-rasterizer)"   one package
+    nox -s min_versions      the CPU tests with the oldest dependencies the ranges allow
+    nox -s release -- slang-rasterizer minor    prepare a release (docs/releasing.md)
     nox -s demo              train on the bundled demo scene
     nox -s compat            the slangtorch x CUDA compatibility matrix
     nox -- -m cuda           forward arguments to pytest (here: only the GPU tests)
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,7 +38,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 nox.needs_version = ">=2024.3.2"
-nox.options.sessions = ["lint", "tests", "integration"]
+nox.options.sessions = ["lint", "tools", "tests", "integration", "build"]
 nox.options.reuse_existing_virtualenvs = False
 
 ROOT = Path(__file__).parent
@@ -47,15 +52,23 @@ def package_dir(name: str) -> Path:
     return ROOT / "packages" / name
 
 
+def project(name: str) -> dict:
+    return tomllib.loads((package_dir(name) / "pyproject.toml").read_text())["project"]
+
+
+def local_dependencies(name: str) -> list[str]:
+    """The sibling packages that package `name` depends on."""
+    names = {canonicalize_name(Requirement(r).name) for r in project(name).get("dependencies", [])}
+    return [sibling for sibling in PACKAGES if sibling in names]
+
+
 def local_requirements(name: str, extras: str = "test") -> list[str]:
     """pip arguments installing package `name` (with `extras`) and the local packages it needs.
 
     Sibling packages are not on a package index during development, so each one that `name`
     depends on is installed from its folder; everything else comes from the index.
     """
-    project = tomllib.loads((package_dir(name) / "pyproject.toml").read_text())["project"]
-    names = {canonicalize_name(Requirement(r).name) for r in project.get("dependencies", [])}
-    needed = [sibling for sibling in PACKAGES if sibling in names]
+    needed = local_dependencies(name)
     return [str(package_dir(s)) for s in needed] + [f"{package_dir(name)}[{extras}]"]
 
 
@@ -97,6 +110,13 @@ def integration(session: nox.Session) -> None:
 
 
 @nox.session
+def tools(session: nox.Session) -> None:
+    """Tests of the repository's own tools (tools/tests/: the release script)."""
+    session.install("pytest>=7.4")
+    pytest(session, str(ROOT / "tools" / "tests"))
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the whole repository; vendored copies agree."""
     session.install("ruff>=0.6")
@@ -113,6 +133,125 @@ def demo(session: nox.Session) -> None:
     install_torch(session)
     session.install(*local_requirements("meshtryoshka-train", extras="test"))
     session.run("meshtryoshka-train", "--experiment", "demo", "--overwrite", *session.posargs)
+
+
+# Release artifacts. Each package is built into dist/<package>/ (what the release workflow
+# publishes) and tried as a user would: a fresh venv with only torch, the artifact and what it
+# declares. tools/check_dist.py lists what is checked in the artifacts themselves.
+DIST = ROOT / "dist"
+ARTIFACT_KINDS = {"wheel": "*-py3-none-any.whl", "sdist": "*.tar.gz"}
+
+
+def artifact(package: str, kind: str) -> Path:
+    (found,) = (DIST / package).glob(ARTIFACT_KINDS[kind])
+    return found
+
+
+def smoke_test(session: nox.Session, package: str, kind: str) -> None:
+    """Install `package`'s `kind` artifact into a fresh venv and run tools/smoke_test.py there.
+
+    The venv gets torch first (MESHTRYOSHKA_TORCH), then the artifact with the sibling packages
+    it needs as the same kind of artifact, and the `examples` extra when the package declares
+    one (what its README example needs beyond the package). The venv is deleted after a pass.
+    """
+    venv = Path(session.create_tmp()).resolve() / f"smoke-{package}-{kind}"
+    shutil.rmtree(venv, ignore_errors=True)
+    session.run("python", "-m", "venv", str(venv))
+    python = str(venv / "bin" / "python")
+    # --no-compile: no .pyc files for all of torch up front (halves the install time)
+    pip_install = [python, "-m", "pip", "install", "--quiet", "--no-compile"]
+    session.run(*pip_install, *shlex.split(TORCH), external=True)
+    extras = "[examples]" if "examples" in project(package).get("optional-dependencies", {}) else ""
+    requirements = [
+        f"{name}{extras if name == package else ''} @ {artifact(name, kind).as_uri()}"
+        for name in [*local_dependencies(package), package]
+    ]
+    session.run(*pip_install, *requirements, external=True)
+    session.run(python, "-m", "pip", "check", external=True)
+    with session.chdir(session.create_tmp()):
+        session.run(python, str(ROOT / "tools" / "smoke_test.py"), package, external=True)
+    shutil.rmtree(venv)
+
+
+@nox.session
+@nox.parametrize("package", [nox.param(p, id=p) for p in PACKAGES])
+def build(session: nox.Session, package: str) -> None:
+    """Build, check and smoke-test one package's sdist and wheel.
+
+    `python -m build` writes dist/<package>/ (the wheel is built from the sdist, so the sdist
+    is complete enough to build it); `twine check --strict` and tools/check_dist.py check the
+    metadata, the contents (kernels, experiments, demo scene, py.typed, LICENSE) and the sizes;
+    then the wheel and, separately, the sdist are installed into fresh venvs and smoke-tested
+    from outside the source tree (`smoke_test` above). The sibling packages it needs are built
+    too (and checked in their own sessions).
+    """
+    if SYSTEM_TORCH:
+        session.skip("MESHTRYOSHKA_TORCH=system: the smoke venvs must hold only a torch to install")
+    session.install("build>=1.2", "twine>=6.1", "trove-classifiers")
+    for name in [*local_dependencies(package), package]:
+        shutil.rmtree(DIST / name, ignore_errors=True)
+        session.run("python", "-m", "build", "--outdir", str(DIST / name), str(package_dir(name)))
+    session.run("twine", "check", "--strict", str(DIST / package / "*"))
+    session.run("python", str(ROOT / "tools" / "check_dist.py"), str(DIST), package)
+    for kind in ARTIFACT_KINDS:
+        smoke_test(session, package, kind)
+
+
+# The oldest versions the declared ranges allow. torch stays the one MESHTRYOSHKA_TORCH names
+# (an older torch from PyPI is a CUDA build of several GB); its lower bound is checked on the
+# GPU machine, see docs/releasing.md.
+NOT_PINNED = {"torch", *PACKAGES}
+
+
+def lower_bounds(session: nox.Session) -> dict[str, str]:
+    """`name==X` constraint lines from every `>=X` in the packages' dependencies and `test` extras.
+
+    A dependency declared by several packages must have one lower bound everywhere.
+    """
+    pins: dict[str, tuple[str, str]] = {}  # name -> (constraint line, declaring package)
+    for package in PACKAGES:
+        declared = project(package)
+        for line in declared["dependencies"] + declared["optional-dependencies"].get("test", []):
+            requirement = Requirement(line)
+            name = canonicalize_name(requirement.name)
+            floors = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+            if name in NOT_PINNED or not floors:
+                continue
+            marker = f"; {requirement.marker}" if requirement.marker else ""
+            pin = f"{name}=={floors[0]}{marker}"
+            if name in pins and pins[name][0] != pin:
+                session.error(f"{pins[name][1]} wants {pins[name][0]} but {package} wants {pin}")
+            pins[name] = (pin, package)
+    return {name: pin for name, (pin, _) in sorted(pins.items())}
+
+
+@nox.session(venv_params=VENV_PARAMS, default=False)
+def min_versions(session: nox.Session) -> None:
+    """Every package's CPU tests with the oldest numpy, pillow, click, slangtorch, pytest (and
+    tomli, on Python 3.10) that the pyproject.toml ranges allow.
+
+    The constraints file is generated from the ranges (`lower_bounds`), written to
+    .nox/min_versions/tmp/constraints-min.txt and printed; the four packages install
+    non-editable in one venv. Arguments after `--` go to pytest.
+    """
+    pins = lower_bounds(session)
+    constraints = Path(session.create_tmp()).resolve() / "constraints-min.txt"
+    constraints.write_text("".join(f"{pin}\n" for pin in pins.values()))
+    session.log("constraints-min.txt:\n" + constraints.read_text())
+    install_torch(session)
+    session.install("-c", str(constraints), *[f"{package_dir(p)}[test]" for p in PACKAGES])
+    session.run(
+        "python", "-m", "pip", "list", "--format=freeze", "--exclude-editable", silent=False
+    )
+    pytest(session, *[str(package_dir(p) / "tests") for p in PACKAGES])
+
+
+@nox.session(python=False, default=False)
+def release(session: nox.Session) -> None:
+    """Prepare a release of one package: `nox -s release -- PACKAGE VERSION` runs
+    `python tools/release.py prepare PACKAGE VERSION` (VERSION: X.Y.Z, major, minor or patch);
+    docs/releasing.md has the whole process."""
+    session.run(sys.executable, str(ROOT / "tools" / "release.py"), "prepare", *session.posargs)
 
 
 # The kernel compatibility matrix (tools/compat.py does the work; docs/compat.md is the result).

@@ -14,7 +14,7 @@ from ._geometry import rigid_inverse
 from ._scene import SceneSpec
 from .errors import DatasetError
 from .images import area_downscale, read_image
-from .normalization import Similarity, fit_normalization
+from .normalization import Points, Similarity, fit_normalization
 
 __all__ = ["BACKGROUNDS", "Batch", "Dataset"]
 
@@ -130,11 +130,11 @@ class Dataset:
         rotation = self.world_to_camera[:, :3, :3]
         return -torch.einsum("nji,nj->ni", rotation, self.world_to_camera[:, :3, 3])
 
-    def to_world(self, points):
+    def to_world(self, points: Points) -> Points:
         """Normalized coordinates -> the dataset's original coordinates (``[..., 3]``)."""
         return self.transform.to_world(points)
 
-    def from_world(self, points):
+    def from_world(self, points: Points) -> Points:
         """The dataset's original coordinates -> normalized coordinates (``[..., 3]``)."""
         return self.transform.from_world(points)
 

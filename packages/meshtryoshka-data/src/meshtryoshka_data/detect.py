@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .blender import DEFAULT_BLENDER_ROOT, load_blender
 from .colmap_dataset import DEFAULT_COLMAP_ROOT, load_colmap
@@ -33,7 +34,7 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def load_dataset(path: str | Path, *, format: str = "auto", **options) -> Dataset:
+def load_dataset(path: str | Path, *, format: str = "auto", **options: Any) -> Dataset:
     """Load a dataset folder with :func:`load_blender` or :func:`load_colmap`.
 
     Args:

@@ -19,7 +19,7 @@ class DatasetError(ValueError):
         problem: what is wrong with it, in words.
     """
 
-    def __init__(self, path: str | Path, problem: str):
+    def __init__(self, path: str | Path, problem: str) -> None:
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 __all__ = ["Similarity", "fit_normalization"]
+
+# points in and out of a transform: a numpy array or a torch tensor, returned as the same type
+Points = TypeVar("Points", np.ndarray, torch.Tensor)
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class Similarity:
         out[:3, 3] = -self.scale * self.rotation @ self.center
         return out
 
-    def from_world(self, points):
+    def from_world(self, points: Points) -> Points:
         """Dataset coordinates -> normalized coordinates.
 
         Args:
@@ -58,7 +63,7 @@ class Similarity:
         """
         return _apply(points, lambda p: self.scale * (p - self.center) @ self.rotation.T)
 
-    def to_world(self, points):
+    def to_world(self, points: Points) -> Points:
         """Normalized coordinates -> dataset coordinates (the inverse of :meth:`from_world`).
 
         Use it to write meshes back in the dataset's original frame, e.g.
@@ -83,7 +88,7 @@ class Similarity:
         return out
 
 
-def _apply(points, function):
+def _apply(points: Points, function: Callable[[np.ndarray], np.ndarray]) -> Points:
     if isinstance(points, torch.Tensor):
         result = function(points.detach().cpu().double().numpy())
         return torch.as_tensor(result, dtype=points.dtype, device=points.device)

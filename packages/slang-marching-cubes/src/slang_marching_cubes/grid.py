@@ -116,7 +116,9 @@ class SparseGrid:
             every corner of an occupied voxel. Per-vertex parameters are indexed like this list.
     """
 
-    def __init__(self, shape: Sequence[int], voxels: Tensor, *, _vertices: Tensor | None = None):
+    def __init__(
+        self, shape: Sequence[int], voxels: Tensor, *, _vertices: Tensor | None = None
+    ) -> None:
         self.shape = _check_shape(shape)
         if not isinstance(voxels, Tensor) or voxels.dtype != torch.int64 or voxels.dim() != 1:
             raise ValueError(f"voxels must be an int64 [Nvox] tensor, got {_describe(voxels)}")

@@ -37,6 +37,7 @@ The geometry (DESIGN §1, "Rendering"), decided here once for both backends:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -177,7 +178,9 @@ def _edge_test(nx, ny, nz, det, rx, ry):
     return inside, depth, e1 / safe, e2 / safe
 
 
-def hit_test(normals: Tensor, det: Tensor, rx: Tensor, ry: Tensor):
+def hit_test(
+    normals: Tensor, det: Tensor, rx: Tensor, ry: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Inside test, depth and barycentrics of F faces at P pixel rays.
 
     Args:
@@ -253,7 +256,9 @@ def _nearest_in_band(setup, shells, num_shells, k, y0, y1, width):
     return best_face.view(shape), best_l1.view(shape), best_l2.view(shape)
 
 
-def tile_hits(cameras: Cameras, mesh: ShellMesh, near: float, cull_backfaces: bool):
+def tile_hits(
+    cameras: Cameras, mesh: ShellMesh, near: float, cull_backfaces: bool
+) -> Iterator[tuple[int, int, int, int, int, Tensor, Tensor]]:
     """Yield the nearest hit per shell for every band of image rows of every camera.
 
     Yields ``(b, y0, y1, x0, x1, face, bary)`` with face int64 [S, h, w] (-1 on a miss) and bary

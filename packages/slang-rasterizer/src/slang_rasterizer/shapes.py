@@ -7,16 +7,22 @@ outward.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from .types import Cameras, ShellMesh
 
+# a point or direction: three floats
+Vec3 = Sequence[float]
+
 __all__ = ["icosphere", "shell_mesh", "look_at", "orbit_cameras"]
 
 
-def icosphere(subdivisions: int, radius: float = 1.0, center=(0.0, 0.0, 0.0)):
+def icosphere(
+    subdivisions: int, radius: float = 1.0, center: Vec3 = (0.0, 0.0, 0.0)
+) -> tuple[Tensor, Tensor]:
     """A sphere as a subdivided icosahedron: 20 * 4^subdivisions faces, vertices on the sphere.
 
     Returns (positions float32 [N, 3], faces int32 [M, 3]), outward-oriented.
@@ -57,7 +63,9 @@ def icosphere(subdivisions: int, radius: float = 1.0, center=(0.0, 0.0, 0.0)):
     return p.float(), f.int()
 
 
-def shell_mesh(shells: list[tuple[Tensor, Tensor]], device=None) -> ShellMesh:
+def shell_mesh(
+    shells: list[tuple[Tensor, Tensor]], device: torch.device | str | None = None
+) -> ShellMesh:
     """Concatenate per-shell (positions [N_s, 3], faces [M_s, 3]) lists, outermost first."""
     positions, faces, offsets, base = [], [], [0], 0
     for p, f in shells:
@@ -72,7 +80,7 @@ def shell_mesh(shells: list[tuple[Tensor, Tensor]], device=None) -> ShellMesh:
     )
 
 
-def look_at(eye, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)) -> Tensor:
+def look_at(eye: Vec3, target: Vec3 = (0.0, 0.0, 0.0), up: Vec3 = (0.0, 0.0, 1.0)) -> Tensor:
     """OpenCV world-to-camera float32 [4, 4] of a camera at ``eye`` looking at ``target``.
 
     ``up`` is the world direction that appears up in the image (image +y points down).
@@ -96,8 +104,8 @@ def orbit_cameras(
     image_size: tuple[int, int],
     fov_degrees: float = 40.0,
     elevation_degrees: float = 20.0,
-    target=(0.0, 0.0, 0.0),
-    device=None,
+    target: Vec3 = (0.0, 0.0, 0.0),
+    device: torch.device | str | None = None,
 ) -> Cameras:
     """``count`` cameras on a circle around ``target`` (z up), all looking at it."""
     h, w = image_size
