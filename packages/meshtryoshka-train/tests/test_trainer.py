@@ -309,3 +309,36 @@ def test_point_cloud_prior_fades_out_as_in_the_original(reduced, tmp_path, colma
     assert baked.field.prior is None
     noise = baked.field.sdf.detach() - field.prior
     assert float(noise.abs().max()) < 0.1  # the point cloud's distance plus noise
+
+
+def test_voxel_pixel_sizes_is_focal_times_size_over_depth_in_the_closest_seeing_view():
+    from meshtryoshka_train.resolution import voxel_pixel_sizes
+
+    w2c = torch.eye(4).repeat(2, 1, 1)
+    w2c[1, 2, 3] = 3.0  # the second camera sees everything 3 units farther
+    k = torch.tensor([[100.0, 0, 50], [0, 100.0, 50], [0, 0, 1]]).repeat(2, 1, 1)
+    centers = torch.tensor([[0.0, 0.0, 5.0], [0.0, 0.0, -5.0], [4.0, 0.0, 5.0]])
+    sizes = voxel_pixel_sizes(centers, torch.full((3,), 0.1), w2c, k, (100, 100), near=0.01)
+    # centre 0: depth 5 and 8, the closer view wins; centre 1 is behind both; centre 2 is outside
+    # the first image (x = 50 + 100 * 4 / 5 = 130 > 100), inside the second (x = 50 + 50 = 100)
+    torch.testing.assert_close(sizes, torch.tensor([100 * 0.1 / 5, 0.0, 100 * 0.1 / 8]))
+
+
+def test_min_voxel_pixels_stops_the_refinement_for_the_rest_of_the_run(
+    reduced, tmp_path, blender_root
+):
+    schedule = [*reduced(blender_root, 4), "model.resolution={0=12, 1=16, 3=20}"]
+    follows = make_trainer(tmp_path, "nerf_synthetic", [*schedule, "model.min_voxel_pixels=0.01"])
+    pixels = follows.median_voxel_pixels()
+    assert pixels > 0.5  # 24 px images, grid of 12 voxels over [-1.5, 1.5]: about a pixel each
+    follows.run()
+    assert follows.field.center_resolution == 20 and follows.resolution_cap is None
+    overrides = [*schedule, "model.min_voxel_pixels=100", "train.checkpoint_interval=2"]
+    stops = make_trainer(tmp_path, "nerf_synthetic", overrides, name="stops")
+    stops.run(stop_at=2)
+    assert stops.field.center_resolution == 12 and stops.resolution_cap == (12, 0)
+    assert any("stays at resolution 12" in line for line in stops.lines)
+    resumed = make_trainer(tmp_path, "nerf_synthetic", overrides, name="stops", resume=True)
+    assert resumed.resolution_cap == (12, 0)
+    resumed.run()
+    assert resumed.field.center_resolution == 12

@@ -106,6 +106,11 @@ class ModelConfig:
     """Steps after the freeze over which the initializer hands over to the learned field."""
     dilation: int = 4
     """Voxels the occupancy is dilated by around the kept faces at each resolution change."""
+    min_voxel_pixels: float = 0.0
+    """Resolution matched to the images: stop refining the grid (for the rest of the run) once
+    the median occupied voxel of the next resolution would project to fewer than this many
+    training pixels (at `train_ssaa`) in the closest training view that sees it. 0 = always
+    follow `resolution` (the original)."""
     occupancy_rule: Literal["surface", "shells"] = "surface"
     """Which voxels a resolution change keeps (docs/recipe.md). "surface" (the original's): the
     voxels holding a face of the zero level set, dilated, intersected with the old occupancy,
@@ -472,6 +477,7 @@ def check_values(config: Config) -> None:
     non_negative = {
         "model.arm_resolution": config.model.arm_resolution.values.values(),
         "model.dilation": [config.model.dilation],
+        "model.min_voxel_pixels": [config.model.min_voxel_pixels],
         "model.init_freeze_steps": [config.model.init_freeze_steps],
         "model.init_blend_steps": [config.model.init_blend_steps],
         "model.init_sdf_noise": [config.model.init_sdf_noise],

@@ -58,6 +58,7 @@ from .optim import (
     set_learning_rates,
 )
 from .rendering import render_extraction
+from .resolution import voxel_pixel_sizes
 from .visibility import grid_voxels_in_view
 
 __all__ = [
@@ -290,6 +291,8 @@ class Trainer:
             if model.readd_initializer and model.initializer == "sphere"
             else None
         )
+        #: (centre, arm) resolution at which `model.min_voxel_pixels` stopped the refinement
+        self.resolution_cap: tuple[int, int] | None = None
         state = load_latest_checkpoint(self.run_dir, warn=self.echo) if resume else None
         if resume and state is None:
             self.echo(f"no checkpoint in {self.run_dir}: starting from step 0")
@@ -367,6 +370,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "batch_generator": self.batch_generator.get_state(),
             "elapsed": self.elapsed,
+            "resolution_cap": self.resolution_cap,
         }
 
     def _restore(self, state: dict) -> None:
@@ -381,6 +385,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.batch_generator.set_state(state["batch_generator"])
         self.elapsed = float(state.get("elapsed", 0.0))
+        cap = state.get("resolution_cap")
+        self.resolution_cap = None if cap is None else (int(cap[0]), int(cap[1]))
         self.echo(
             f"resumed from step {self.step}: resolution {self.field.center_resolution}"
             + (f"/{self.field.arm_resolution}" if self.layout.arms else "")
@@ -403,7 +409,10 @@ class Trainer:
             else:
                 self.field.prior = None  # the learned field alone from now on
         target = (model.resolution.at(step), model.arm_resolution.at(step))
-        if target != (self.field.center_resolution, self.field.arm_resolution):
+        current = (self.field.center_resolution, self.field.arm_resolution)
+        if target != current and self._refinement_stops(target, step):
+            target = current
+        if target != current:
             self.resample(*target, step)
         degree = model.sh_degree.at(step)
         if degree > self.field.sh_degree:
@@ -413,6 +422,59 @@ class Trainer:
             else:
                 add_parameters(self.optimizer, added, optim)
         set_learning_rates(self.optimizer, step, optim, model, self.config.train.steps)
+
+    def _refinement_stops(self, target: tuple[int, int], step: int) -> bool:
+        """Whether `model.min_voxel_pixels` keeps the grid at its resolution (for good)."""
+        threshold = self.config.model.min_voxel_pixels
+        if self.resolution_cap is not None:
+            return True
+        if threshold <= 0 or target[0] <= self.field.center_resolution:
+            return False
+        pixels = self.median_voxel_pixels() * self.field.center_resolution / target[0]
+        if pixels >= threshold:
+            return False
+        self.resolution_cap = (self.field.center_resolution, self.field.arm_resolution)
+        self.echo(
+            f"step {step}: the grid stays at resolution {self.field.center_resolution}: at "
+            f"{target[0]} its median voxel would project to {pixels:.2f} training pixels, "
+            f"below model.min_voxel_pixels = {threshold}"
+        )
+        return True
+
+    @torch.no_grad()
+    def median_voxel_pixels(self, sample: int = 1 << 16) -> float:
+        """The median, over (up to `sample` evenly spaced) occupied voxels, of the largest size
+        in training pixels (at ``model.train_ssaa``) a voxel projects to in the training views
+        that see its centre (`resolution.voxel_pixel_sizes`)."""
+        model = self.config.model
+        train = self.dataset.splits["train"].to(self.dataset.device)
+        intrinsics = self.dataset.intrinsics[train].to(self.device).clone()
+        intrinsics[:, :2] *= model.train_ssaa
+        size = (self.dataset.height * model.train_ssaa, self.dataset.width * model.train_ssaa)
+        sizes = []
+        for block, grid in zip(self.layout.blocks, self.field.grids, strict=True):
+            if grid.num_voxels == 0:
+                continue
+            step = max(1, grid.num_voxels // sample)
+            corners = grid.voxel_corners()[::step].long()  # [n, 8]
+            unit = grid.vertex_positions()[corners]  # [n, 8, 3]
+            contracted = block.to_contracted(unit.reshape(-1, 3), model.center_extent)
+            world = self.contraction.uncontract(contracted).reshape(-1, 8, 3)
+            # the edges from corner 0 along i, j, k (corners 4, 2, 1)
+            edges = (world[:, [4, 2, 1]] - world[:, :1]).norm(dim=-1).amax(1)
+            sizes.append(
+                voxel_pixel_sizes(
+                    world.mean(1),
+                    edges,
+                    self.dataset.world_to_camera[train].to(self.device),
+                    intrinsics,
+                    size,
+                    near=model.train_near,
+                )
+            )
+        seen = torch.cat(sizes)
+        seen = seen[seen > 0]
+        return float(seen.median()) if seen.numel() else 0.0
 
     def resample(self, center: int, arm: int, step: int) -> None:
         """Move the field to a new resolution; carry (or reset) Adam's moments with it."""
