@@ -6,7 +6,7 @@
 #
 #     tools/gpu_check.sh [STEP ...]   (default: env tests train bench compile compat viewer)
 #
-# Steps: env, tests, train, bench, compile, compat, viewer, quality. Every step runs under `timeout` and
+# Steps: env, tests, train, bench, compile, compat, viewer, quality, schedule. Every step runs under `timeout` and
 # its output goes to $OUT/<step>.log (OUT defaults to ./gpu-check); a failing step does not stop the
 # others, and the exit status is that of the first failure.
 #
@@ -26,6 +26,9 @@
 #                 scripts/render_quality_scenes.py makes them); QUALITY_ARGS arguments of
 #                 benchmarks/bench_quality.py (e.g. --plan FILE --parallel 12); its results and
 #                 run logs are packed into $OUT/quality.tgz
+#   SCHEDULE_EXPERIMENTS  experiments of the scale rehearsal (benchmarks/bench_schedule.py), each
+#                 under its memory class [nerf_synthetic mip360_24gb mip360 mip360_140gb];
+#                 SCHEDULE_STEPS steps per stage [30]; its sources are the quality scenes
 #   T_<STEP>      time limit of a step in seconds (T_TESTS, T_TRAIN, ...)
 # Our own packages are used from the checkout (PYTHONPATH=packages/*/src); nothing is installed.
 set -u -o pipefail
@@ -192,6 +195,20 @@ run_quality() {
     return $rc
 }
 
+run_schedule() {
+    local rc=0 experiment gib source scenes=${QUALITY_SCENES:-datasets/quality}
+    for experiment in ${SCHEDULE_EXPERIMENTS:-nerf_synthetic mip360_24gb mip360 mip360_140gb}; do
+        case $experiment in
+            mip360_24gb) gib=24 ;; mip360_140gb) gib=140 ;; mip360*) gib=80 ;; *) gib=0 ;;
+        esac
+        case $experiment in mip360*) source=$scenes/garden ;; *) source=$scenes/texture ;; esac
+        echo "--- $experiment (memory class: ${gib} GiB, 0 = none)"
+        $PY packages/meshtryoshka-train/benchmarks/bench_schedule.py --experiment "$experiment" \
+            --source "$source" --steps-per-stage "${SCHEDULE_STEPS:-30}" --memory-gib "$gib" || rc=1
+    done
+    return $rc
+}
+
 if [ "${1:-}" = "--one" ]; then  # one step's function, in a child that `timeout` can stop
     "$2"
     exit $?
@@ -208,6 +225,7 @@ for s in $STEPS; do
         compat) step compat "${T_COMPAT:-200}" run_compat ;;
         viewer) step viewer "${T_VIEWER:-200}" run_viewer ;;
         quality) step quality "${T_QUALITY:-540}" run_quality ;;
+        schedule) step schedule "${T_SCHEDULE:-540}" run_schedule ;;
         *) echo "gpu_check: unknown step '$s'"; STATUS=2 ;;
     esac
 done

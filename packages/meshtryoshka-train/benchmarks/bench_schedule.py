@@ -1,0 +1,220 @@
+"""Scale rehearsal: every stage of an experiment's resolution schedule, at the real image size.
+
+    python benchmarks/bench_schedule.py --experiment nerf_synthetic \
+        --source datasets/quality/texture
+    python benchmarks/bench_schedule.py --experiment mip360_24gb --source datasets/quality/garden \\
+        --memory-gib 24
+
+The scene is a benchmark scene (``scripts/render_quality_scenes.py``: realistic geometry and
+textures) with its images resized to the real dataset's size (``--size``; default 800x800 for
+NeRF-synthetic-format sources, 1236x824 for COLMAP ones, like bicycle's ``images_4``) and the
+same cameras, so the grid, the faces and the pixels per step are those of a real run. The
+experiment's schedule is compressed: each stage (a span of steps with one resolution) runs
+``--steps-per-stage`` steps with the stage's resolution, SH degree, shells and largest batch
+size, through the real resolution changes (occupancy, transfer, optimizer). Per stage the
+table gives the grid resolution, voxels, faces of all shells, the median ms per step of the
+stage's second half (each step synchronized), and the peak of
+``torch.cuda.max_memory_allocated``. The full schedule's wall time is extrapolated as the sum
+over stages of (real steps in the stage) x (ms per step), plus the periodic and final
+evaluations (one evaluation timed at the end).
+
+``--memory-gib G`` caps the process at G GiB with ``torch.cuda.set_per_process_memory_fraction``
+(the smaller GPUs' stand-in): the rehearsal stops at the first stage that runs out of memory
+and says so. On a CPU (``--device cpu``, reference kernels) it runs too, slowly: tests use it at
+tiny sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from meshtryoshka_train.config import load_config
+from meshtryoshka_train.evaluate import evaluate
+from meshtryoshka_train.trainer import OUT_OF_MEMORY, Trainer, format_count, prepare_run_dir
+
+
+def resized_scene(source: Path, size: tuple[int, int] | None, out: Path) -> Path:
+    """A copy of the scene at `source` with every image resized to ``size = (W, H)``.
+
+    NeRF-synthetic scenes keep their JSON (the field of view is resolution independent);
+    COLMAP scenes keep ``sparse/`` (the loader scales the intrinsics to the images).
+    """
+    scene = out / source.name
+    shutil.copytree(source, scene, ignore=shutil.ignore_patterns("images_*"))
+    if size is None:
+        return scene
+    for path in scene.rglob("*"):
+        if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
+            with Image.open(path) as image:
+                resized = image.resize(size, Image.Resampling.BICUBIC)
+            if path.suffix.lower() == ".png":
+                resized.save(path)
+            else:
+                resized.save(path, quality=95)
+    return scene
+
+
+def compressed_overrides(config, steps_per_stage: int) -> tuple[list[str], list[tuple]]:
+    """Overrides that run each resolution stage for `steps_per_stage` steps, and the stages
+    as ``(first real step, last real step + 1, centre resolution, arm resolution)``."""
+    model, optim = config.model, config.optim
+    starts = sorted(set(model.resolution.values) | set(model.arm_resolution.values))
+    starts = [s for s in starts if s < config.train.steps]
+    ends = [*starts[1:], config.train.steps]
+    stages = [
+        (a, b, model.resolution.at(a), model.arm_resolution.at(a))
+        for a, b in zip(starts, ends, strict=True)
+    ]
+
+    def table(values) -> str:
+        return "{" + ", ".join(f"{j * steps_per_stage} = {v}" for j, v in enumerate(values)) + "}"
+
+    # the SH degree and shells of the stage's end, its largest batch (the worst case)
+    def largest(schedule, a: int, b: int):
+        """The largest value `schedule` takes in steps [a, b)."""
+        return max([schedule.at(a), *(v for k, v in schedule.values.items() if a < k < b)])
+
+    batches = [largest(optim.batch_size, a, b) for a, b, *_ in stages]
+    overrides = [
+        f"model.resolution={table(s[2] for s in stages)}",
+        f"model.arm_resolution={table(s[3] for s in stages)}",
+        f"model.sh_degree={table(model.sh_degree.at(b - 1) for _, b, *_ in stages)}",
+        "model.shells={"
+        + ", ".join(
+            f"{j * steps_per_stage} = {json.dumps(model.shells.at(b - 1))}"
+            for j, (_, b, *_) in enumerate(stages)
+        )
+        + "}",
+        f"optim.batch_size={table(batches)}",
+        f"train.steps={len(stages) * steps_per_stage}",
+        "train.eval_interval=0",
+        "train.checkpoint_interval=0",
+        "model.init_freeze_steps=0",
+        "model.init_blend_steps=0",
+    ]
+    return overrides, stages
+
+
+def rehearse(args) -> None:
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda and args.memory_gib:
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_gib * 2**30 / total))
+    base = load_config(args.experiment, args.override)
+    work = Path(tempfile.mkdtemp(prefix="bench_schedule_"))
+    try:
+        size = args.size or ((800, 800) if base.dataset.format == "blender" else (1236, 824))
+        scene = resized_scene(args.source, size, work)
+        compressed, stages = compressed_overrides(base, args.steps_per_stage)
+        overrides = [
+            *args.override,
+            *compressed,  # after the user's: the compressed schedules replace theirs
+            f"dataset.root={work}",
+            f"dataset.scene={scene.name}",
+            "dataset.downscale=1",
+            f"train.device={args.device}",
+        ]
+        config = load_config(args.experiment, overrides)
+        run_dir = work / "run"
+        prepare_run_dir(run_dir, config, resume=False, overwrite=True)
+        trainer = Trainer(config, run_dir, echo=lambda _: None)
+        rows, failed = [], None
+        for j, (first, end, center, arm) in enumerate(stages):
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            times, stats = [], {}
+            try:
+                for _ in range(args.steps_per_stage):
+                    trainer.apply_schedules(trainer.step)
+                    started = time.perf_counter()
+                    stats = trainer.train_step()
+                    if cuda:
+                        torch.cuda.synchronize(device)
+                    times.append(time.perf_counter() - started)
+                    trainer.step += 1
+            except OUT_OF_MEMORY as error:
+                failed = (j, center, str(error).splitlines()[0][:120])
+                break
+            timed = times[len(times) // 2 :]
+            rows.append(
+                {
+                    "stage": j,
+                    "steps": f"{first}-{end - 1}",
+                    "resolution": center if not arm else f"{center}/{arm}",
+                    "batch": config.optim.batch_size.at(trainer.step - 1),
+                    "voxels": trainer.field.num_voxels,
+                    "faces": int(stats["faces"]),
+                    "ms": 1e3 * statistics.median(timed),
+                    "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else 0.0,
+                    "real_steps": end - first,
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+        eval_seconds = 0.0
+        if failed is None:
+            started = time.perf_counter()
+            evaluate(trainer.field, trainer.dataset, trainer.config, trainer.step)
+            eval_seconds = time.perf_counter() - started
+        report(args, base, rows, failed, eval_seconds, size)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(args, base, rows, failed, eval_seconds: float, size) -> None:
+    interval = base.train.eval_interval
+    evaluations = 1 + (base.train.steps // interval if interval else 0)
+    train_seconds = sum(r["real_steps"] * r["ms"] / 1e3 for r in rows)
+    print(
+        f"\n{args.experiment}: {size[0]}x{size[1]} images from {args.source.name}, "
+        f"{args.steps_per_stage} steps per stage"
+        + (f", memory capped at {args.memory_gib} GiB" if args.memory_gib else "")
+        + "\n"
+    )
+    print("| steps | resolution | batch | voxels | faces | ms/step | peak GiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['steps']} | {r['resolution']} | {r['batch']} | {format_count(r['voxels'])} |"
+            f" {format_count(r['faces'])} | {r['ms']:.1f} | {r['peak_gib']:.2f} |"
+        )
+    if failed is not None:
+        j, center, message = failed
+        print(f"\nout of memory at stage {j} (resolution {center}): {message}")
+        print("the full schedule does NOT fit this memory")
+        return
+    total = train_seconds + evaluations * eval_seconds
+    peak = max((r["peak_gib"] for r in rows), default=0.0)
+    print(
+        f"\nfull schedule ({base.train.steps} steps), extrapolated: {total / 3600:.2f} h "
+        f"({train_seconds / 3600:.2f} h of steps + {evaluations} evaluations of "
+        f"{eval_seconds:.0f} s); peak {peak:.1f} GiB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="nerf_synthetic")
+    parser.add_argument("--source", type=Path, default=Path("datasets/quality/texture"))
+    parser.add_argument(
+        "--size", type=lambda s: tuple(int(x) for x in s.split("x")), help="WxH (default: real)"
+    )
+    parser.add_argument("--steps-per-stage", type=int, default=30)
+    parser.add_argument("--memory-gib", type=float, default=0.0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("override", nargs="*", help="key=value for the experiment")
+    args = parser.parse_args()
+    rehearse(args)
+
+
+if __name__ == "__main__":
+    main()
