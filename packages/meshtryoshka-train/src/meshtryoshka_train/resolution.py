@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .visibility import in_view, project
+
 __all__ = ["voxel_pixel_sizes"]
 
 
@@ -44,19 +46,11 @@ def voxel_pixel_sizes(
         raise ValueError(
             f"edge_lengths must be [{centers.shape[0]}], got {tuple(edge_lengths.shape)}"
         )
-    height, width = image_size
-    rotation = world_to_camera[:, :3, :3].to(centers)
-    translation = world_to_camera[:, :3, 3].to(centers)
-    k = intrinsics.to(centers)
-    focal = 0.5 * (k[:, 0, 0] + k[:, 1, 1])  # [C]
+    focal = 0.5 * (intrinsics[:, 0, 0] + intrinsics[:, 1, 1]).to(centers)  # [C]
     out = torch.zeros(centers.shape[0], dtype=centers.dtype, device=centers.device)
     for start in range(0, centers.shape[0], chunk):
-        p = centers[start : start + chunk]
-        camera = torch.einsum("cij,pj->pci", rotation, p) + translation  # [p, C, 3]
-        z = camera[..., 2]
-        pixel = torch.einsum("cij,pcj->pci", k, camera)
-        x, y = pixel[..., 0] / z, pixel[..., 1] / z
-        seen = (z >= near) & (x >= 0) & (x <= width) & (y >= 0) & (y <= height)
+        x, y, z = project(centers[start : start + chunk], world_to_camera, intrinsics)
+        seen = in_view(x, y, z, image_size, near)
         size = focal * edge_lengths[start : start + chunk, None] / z.clamp(min=near)
         out[start : start + chunk] = torch.where(seen, size, torch.zeros_like(size)).amax(1)
     return out

@@ -5,6 +5,26 @@ from __future__ import annotations
 import torch
 
 
+def project(
+    points: torch.Tensor, world_to_camera: torch.Tensor, intrinsics: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixel coordinates and depth of ``points [P, 3]`` in every camera: (x, y, z), each
+    ``[P, C]`` (OpenCV ``world_to_camera [C, 4, 4]``, pixel ``intrinsics [C, 3, 3]``)."""
+    rotation = world_to_camera[:, :3, :3].to(points.dtype)
+    translation = world_to_camera[:, :3, 3].to(points.dtype)
+    camera = torch.einsum("cij,pj->pci", rotation, points) + translation  # [P, C, 3]
+    z = camera[..., 2]
+    pixel = torch.einsum("cij,pcj->pci", intrinsics.to(points.dtype), camera)
+    return pixel[..., 0] / z, pixel[..., 1] / z, z
+
+
+def in_view(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, image_size, near: float):
+    """Where a `project`ed point is in front of `near` and inside the ``(H, W)`` image."""
+    height, width = image_size
+    inside = (z >= near) & (x >= 0) & (x <= width) & (y >= 0) & (y <= height)
+    return inside & torch.isfinite(x) & torch.isfinite(y)
+
+
 @torch.no_grad()
 def points_in_view(
     points: torch.Tensor,
@@ -23,20 +43,11 @@ def points_in_view(
     """
     if points.dim() != 2 or points.shape[1] != 3:
         raise ValueError(f"points must be [P, 3], got {tuple(points.shape)}")
-    height, width = image_size
-    rotation = world_to_camera[:, :3, :3].to(points.dtype)
-    translation = world_to_camera[:, :3, 3].to(points.dtype)
-    k = intrinsics.to(points.dtype)
     result = torch.empty(points.shape[0], world_to_camera.shape[0], dtype=torch.bool)
     result = result.to(points.device)
     for start in range(0, points.shape[0], chunk):
-        p = points[start : start + chunk]
-        camera = torch.einsum("cij,pj->pci", rotation, p) + translation  # [p, C, 3]
-        z = camera[..., 2]
-        pixel = torch.einsum("cij,pcj->pci", k, camera)
-        x, y = pixel[..., 0] / z, pixel[..., 1] / z
-        inside = (z >= near) & (x >= 0) & (x <= width) & (y >= 0) & (y <= height)
-        result[start : start + chunk] = inside & torch.isfinite(x) & torch.isfinite(y)
+        x, y, z = project(points[start : start + chunk], world_to_camera, intrinsics)
+        result[start : start + chunk] = in_view(x, y, z, image_size, near)
     return result
 
 
