@@ -1,0 +1,138 @@
+"""Data-parallel training across processes with torch.distributed, as `torchrun` launches it.
+
+``torchrun --nproc-per-node N -m meshtryoshka_train --experiment ...`` starts N processes
+(ranks). Every rank holds the same field, extracts the same shells and renders its share of
+each step's batch of images; the gradients are summed with one flattened ``all_reduce`` per
+step, so every rank takes the same optimizer step and the fields stay identical. The global
+batch is drawn by the same seeded generator on every rank, so it does not depend on N, and a
+checkpoint (which holds nothing per rank) resumes on any number of ranks. Rank 0 alone writes
+logs, checkpoints, evaluations and meshes. NCCL on GPUs (one GPU per rank: ``cuda:LOCAL_RANK``),
+gloo on CPUs. A rank that dies makes the others fail within `timeout` seconds (torchrun also
+stops them at once); nothing hangs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = ["Distributed", "shard_slice"]
+
+
+def shard_slice(count: int, rank: int, world_size: int) -> slice:
+    """Rank `rank`'s contiguous part of `count` items: sizes differ by at most one, the first
+    ``count % world_size`` ranks take one more (some parts are empty when count < world)."""
+    base, extra = divmod(count, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
+@dataclass
+class Distributed:
+    """Which process this is, and the collectives the trainer needs (no-ops for one process).
+
+    Build with `Distributed.from_environment` (torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``)
+    or `Distributed()` for a single process.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+    """"nccl" or "gloo" once the process group is initialized; None for a single process."""
+
+    @classmethod
+    def from_environment(cls, use_cuda: bool, timeout: float = 600.0) -> Distributed:
+        """Join torchrun's process group when ``WORLD_SIZE`` > 1 is set, else one process.
+
+        use_cuda: NCCL, and this rank's device is ``cuda:LOCAL_RANK``; else gloo.
+        timeout: seconds a collective may wait for the other ranks before failing.
+        """
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        backend = "nccl" if use_cuda else "gloo"
+        if use_cuda:
+            if local >= torch.cuda.device_count():
+                raise RuntimeError(
+                    f"rank {rank} wants cuda:{local} but this machine has "
+                    f"{torch.cuda.device_count()} GPU(s): start at most that many processes per "
+                    "node (torchrun --nproc-per-node)"
+                )
+            torch.cuda.set_device(local)
+        if not dist.is_initialized():
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+        return cls(rank, world, local, backend)
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend is not None
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes files and prints."""
+        return self.rank == 0
+
+    def device(self, use_cuda: bool) -> torch.device:
+        return torch.device(f"cuda:{self.local_rank}" if use_cuda else "cpu")
+
+    def shard(self, count: int) -> slice:
+        """This rank's part of `count` batch items (`shard_slice`)."""
+        return shard_slice(count, self.rank, self.world_size)
+
+    def sum_gradients(self, tensors: Sequence[Tensor], extra: Tensor) -> Tensor:
+        """Sum the ``.grad`` of `tensors` and the float vector `extra` over the ranks, in place.
+
+        One flattened ``all_reduce`` (float32); a missing gradient counts as zeros (and gets
+        one). Returns the summed `extra` (same shape). A no-op for one process.
+        """
+        if not self.enabled:
+            return extra
+        grads = []
+        for t in tensors:
+            if t.grad is None:
+                t.grad = torch.zeros_like(t)
+            grads.append(t.grad.reshape(-1))
+        flat = torch.cat([*grads, extra.reshape(-1).to(grads[0] if grads else extra)])
+        dist.all_reduce(flat)
+        start = 0
+        for t, g in zip(tensors, grads, strict=True):
+            t.grad.copy_(flat[start : start + g.numel()].view_as(t.grad))
+            start += g.numel()
+        return flat[start:].view_as(extra).to(extra.dtype)
+
+    def check_same(self, what: str, values: Sequence[int]) -> None:
+        """Raise on every rank when the ranks disagree about `values` (e.g. the grid after a
+        resolution change): the fields would silently drift apart otherwise."""
+        if not self.enabled:
+            return
+        mine = torch.tensor(list(values), dtype=torch.float64)
+        if self.backend == "nccl":
+            mine = mine.cuda()
+        gathered = [torch.zeros_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(gathered, mine)
+        rows = [g.tolist() for g in gathered]
+        if any(row != rows[0] for row in rows):
+            raise RuntimeError(
+                f"the ranks disagree about {what}: "
+                + "; ".join(f"rank {r}: {row}" for r, row in enumerate(rows))
+            )
+
+    def barrier(self) -> None:
+        """Wait for every rank (e.g. while rank 0 evaluates or writes a checkpoint)."""
+        if self.enabled:
+            if self.backend == "nccl":
+                dist.barrier(device_ids=[self.local_rank])
+            else:
+                dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
