@@ -260,6 +260,7 @@ def test_arm_geometry_is_uncontracted(colmap_run, tmp_path):
     run = open_run(colmap_run, device="cpu")
     contracted = run.field.contracted_vertices() * 2 - 1
     state["field"]["sdf"] = contracted.abs().amax(1) - 0.8
+    state["field"]["prior"] = None  # exactly this sdf (not blended with the point-cloud prior)
     torch.save(state, run_dir / "checkpoints" / "step_0000002.pt")
     result = export(run_dir, "--normalized", "-o", tmp_path / "arms.ply")
     assert result.exit_code == 0, result.output
