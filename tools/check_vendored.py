@@ -19,6 +19,7 @@ VENDORED = {
         "packages/slang-rasterizer/src/slang_rasterizer/_slang_runtime.py",
     ],
     "LICENSE": [
+        "packages/slang-kernel-runtime/LICENSE",
         "packages/slang-marching-cubes/LICENSE",
         "packages/slang-rasterizer/LICENSE",
         "packages/meshtryoshka-data/LICENSE",
