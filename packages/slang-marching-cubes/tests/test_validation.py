@@ -162,17 +162,17 @@ def test_write_ply_rejects(tmp_path):
         write_ply(tmp_path / "x.ply", torch.zeros(3, 3), torch.tensor([[0, 1, 3]]))
 
 
-def test_auto_on_cuda_without_slang_falls_back_with_one_notice(capsys, monkeypatch):
-    from types import SimpleNamespace
+def test_backend_rule_is_the_runtimes_under_this_packages_name(capsys, monkeypatch):
+    # Deliberately parallel to the same test of slang-rasterizer's tests/test_validation.py.
+    from slang_marching_cubes import compilation, resolve_backend
 
-    from slang_marching_cubes import _backend, api
-
-    monkeypatch.setattr(api, "slang_available", lambda: (False, "no slangtorch"))
-    _backend.notice_reference_fallback.cache_clear()
-    fake_cuda = SimpleNamespace(is_cuda=True, dtype=torch.float32)
-    assert api._choose_backend("auto", [fake_cuda]) == "reference"
-    assert api._choose_backend("auto", [fake_cuda]) == "reference"
-    assert capsys.readouterr().err.count("Slang backend is not available (no slangtorch)") == 1
-    cpu = torch.zeros(2)
-    assert api._choose_backend("auto", [cpu]) == "reference"
-    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(compilation.KERNELS, "_available", (False, "no slangtorch"))
+    monkeypatch.setattr(compilation.KERNELS, "_noticed", set())
+    assert resolve_backend("auto", "cuda", torch.float32) == "reference"
+    assert resolve_backend("auto", "cuda") == "reference"
+    message = "slang_marching_cubes: the Slang backend is not available (no slangtorch)"
+    assert capsys.readouterr().err.count(message) == 1
+    with pytest.raises(ValueError, match=r"backend='slang' needs float32 inputs, got float64"):
+        resolve_backend("slang", "cuda", torch.float64)
+    with pytest.raises(ValueError, match="backend='slang' is not available: no slangtorch"):
+        resolve_backend("slang", "cuda", torch.float32)

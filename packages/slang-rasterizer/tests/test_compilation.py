@@ -1,20 +1,23 @@
-"""The public compilation hook ``slang_rasterizer.compilation`` and ``python -m slang_rasterizer``.
+"""The package's compilation hook ``slang_rasterizer.compilation`` and ``python -m
+slang_rasterizer``: this package's name, kernels and command line. How the hook works (cache,
+locks, compile errors, loaders) is tested in slang-kernel-runtime, which makes it.
 
-The runtime behind it (cache, locking, compile errors, the command line) is tested in depth in
-slang-marching-cubes, which holds the canonical copy of the vendored ``_slang_runtime.py``.
+Deliberately parallel to slang-marching-cubes' tests/test_compilation.py: each kernel package
+checks its own hook the same way.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from slang_rasterizer import _slang_runtime as rt
-from slang_rasterizer import compilation
+from slang_kernel_runtime import HOOK, KernelPackage, nvrtc, slangc
+from slang_rasterizer import _slang, compilation
 
 PACKAGE = "slang_rasterizer"
 ENV_CACHE = "SLANG_RASTERIZER_CACHE_DIR"
@@ -27,50 +30,61 @@ def cache_env(tmp_path, monkeypatch):
     return cache
 
 
-def test_hook_names_the_package_entry_module(cache_env):
+def test_hook_names_the_package_and_its_entry_module(cache_env):
+    assert isinstance(compilation.KERNELS, KernelPackage)
+    assert set(HOOK) <= set(compilation.__all__)
     assert compilation.PACKAGE == PACKAGE
-    assert compilation.ENTRY == Path(compilation.__file__).parent / "slang" / "rasterizer.slang"
-    expected = [compilation.ENTRY] if compilation.ENTRY.is_file() else []
-    assert compilation.entry_modules() == expected
+    assert compilation.ENTRY == Path(compilation.__file__).parent / "slang/rasterizer.slang"
+    assert compilation.entry_modules() == [compilation.ENTRY]  # the wheel ships the kernels
     module = compilation.slang_module()
-    assert module is compilation.slang_module()
-    assert (module.package, module.entry, module.env_prefix) == (
-        PACKAGE,
-        compilation.ENTRY,
-        "SLANG_RASTERIZER",
-    )
-    assert compilation.cache_dir() == cache_env
-    (cache_env / "nvrtc-sm90-0123456789abcdef0123").mkdir(parents=True)
-    (cache_env / "nvrtc-sm90-0123456789abcdef0123" / "kernels.json").write_text('{"kernels": {}}')
-    assert [e["kind"] for e in compilation.cache_entries()] == ["build"]
-    assert compilation.describe_cache()[0].startswith(f"cache: {cache_env} (1 build(s)")
-    compilation.clear_cache()
-    assert not cache_env.exists()
+    assert module is _slang._MODULE  # one SlangModule: precompile loads what the ops launch
+    assert (module.package, module.entry) == (PACKAGE, compilation.ENTRY)
+    assert compilation.cache_dir() == cache_env and compilation.cache_entries() == []
 
 
 def test_python_dash_m_commands(cache_env):
-    env = {**os.environ, ENV_CACHE: str(cache_env)}
-
     def run(*args):
-        return subprocess.run(
-            [sys.executable, "-m", PACKAGE, *args], capture_output=True, text=True, env=env
-        )
+        env = {**os.environ, ENV_CACHE: str(cache_env)}
+        command = [sys.executable, "-m", PACKAGE, *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 
     info = run("info")
     assert info.returncode == 0, info.stderr
-    assert f"cache: {cache_env} (0 build(s)" in info.stdout and "loader:" in info.stdout
+    assert f"cache: {cache_env} (0 build(s), 0 B" in info.stdout
+    assert "slangc:" in info.stdout and "NVRTC:" in info.stdout and "loader:" in info.stdout
     cleared = run("clear-cache")
     assert cleared.returncode == 0 and "nothing cached" in cleared.stdout
     usage = run("compile")
     assert usage.returncode == 2 and "invalid choice: 'compile'" in usage.stderr
 
 
-def test_hook_kernels_compile_for_sm80_and_sm90(tmp_path):
+def test_kernels_compile_for_sm80_and_sm90(tmp_path):
     """The package's own kernels through slangc and NVRTC (skipped without both)."""
-    if not compilation.entry_modules():
-        pytest.skip("this version ships no Slang kernels yet")
-    if rt.find_slangc() is None or rt.find_nvrtc(PACKAGE) is None:
+    if slangc.find_slangc() is None or nvrtc.find_nvrtc(PACKAGE) is None:
         pytest.skip("needs slangc (slangtorch) and NVRTC (nvidia-cuda-nvrtc wheel)")
     for arch in (80, 90):
         info = compilation.slang_module().compile_only(arch, output=tmp_path / str(arch))
-        assert info["binary"] == "cubin" and info["kernels"]
+        assert info["binary"] == "cubin" and set(info["kernels"]) == launched_kernels()
+        assert (tmp_path / str(arch) / "kernels.cubin").read_bytes()[:4] == b"\x7fELF"
+
+
+def launched_kernels() -> set[str]:
+    """The kernel names _slang.py launches (``_MODULE.launch("name", ...)``)."""
+    return set(re.findall(r'_MODULE\.launch\(\s*"(\w+)"', Path(_slang.__file__).read_text()))
+
+
+@pytest.mark.cuda
+def test_gpu_precompile_command_then_warm_info(tmp_path):
+    env = {**os.environ, ENV_CACHE: str(tmp_path / "cache")}
+
+    def run(*args):
+        command = [sys.executable, "-m", PACKAGE, *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env)
+
+    cold = run("precompile")
+    assert cold.returncode == 0, cold.stderr
+    assert "compiling kernels (first use only)" in cold.stderr
+    warm = run("precompile")
+    assert warm.returncode == 0 and "compiling" not in warm.stderr
+    info = run("info")
+    assert "(1 build(s)" in info.stdout and "loader:      nvrtc" in info.stdout

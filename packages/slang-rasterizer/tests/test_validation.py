@@ -185,15 +185,26 @@ def test_key_layout_raises_before_wrapping():
         _slang.key_layout(4, (8, 8), 2**29)
 
 
-def test_auto_on_cuda_without_slang_falls_back_with_one_notice(capsys, monkeypatch):
-    from slang_rasterizer import _slang_runtime, api
+def test_backend_rule_is_the_runtimes_under_this_packages_name(capsys, monkeypatch):
+    # Deliberately parallel to the same test of slang-marching-cubes' tests/test_validation.py.
+    from slang_rasterizer import compilation, resolve_backend
 
-    monkeypatch.setattr(_slang_runtime, "slang_available", lambda: (False, "no slangtorch"))
-    api._notice_reference_fallback.cache_clear()
-    device = torch.device("cuda")
-    assert api.resolve_backend("auto", device) == "reference"
-    assert api.resolve_backend("auto", device) == "reference"
-    err = capsys.readouterr().err
-    assert err.count("Slang backend is not available (no slangtorch)") == 1
-    assert api.resolve_backend("auto", torch.device("cpu")) == "reference"
-    assert capsys.readouterr().err == ""  # CPU tensors: the reference is expected, no notice
+    monkeypatch.setattr(compilation.KERNELS, "_available", (False, "no slangtorch"))
+    monkeypatch.setattr(compilation.KERNELS, "_noticed", set())
+    assert resolve_backend("auto", "cuda", torch.float32) == "reference"
+    assert resolve_backend("auto", "cuda") == "reference"
+    message = "slang_rasterizer: the Slang backend is not available (no slangtorch)"
+    assert capsys.readouterr().err.count(message) == 1
+    with pytest.raises(ValueError, match=r"backend='slang' needs float32 inputs, got float64"):
+        resolve_backend("slang", "cuda", torch.float64)
+    with pytest.raises(ValueError, match="backend='slang' is not available: no slangtorch"):
+        resolve_backend("slang", "cuda", torch.float32)
+
+
+def test_explicit_slang_never_runs_the_reference_quietly(good):
+    cams, mesh, sdf, sh, bg = good
+    with pytest.raises(ValueError, match=r"backend='slang' needs CUDA tensors, got sdf and sh on"):
+        sr.render(cams, mesh, sdf.double(), sh.double(), 10.0, bg.double(), backend="slang")
+    frags = sr.rasterize(cams, mesh)
+    with pytest.raises(ValueError, match=r"backend='slang' needs CUDA tensors, got attributes"):
+        sr.interpolate(sdf.double(), mesh.faces, frags, backend="slang")

@@ -143,7 +143,7 @@ class KernelPackage:
         return self._available
 
     def resolve_backend(
-        self, backend: str, device: Any, dtype: Any = None, inputs: str = "the inputs"
+        self, backend: str, device: Any, dtype: Any = None, inputs: str = "inputs"
     ) -> Literal["reference", "slang"]:
         """Which backend runs an op: "reference" or "slang". The same rule for every op.
 

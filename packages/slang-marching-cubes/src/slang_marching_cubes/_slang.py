@@ -29,7 +29,7 @@ from .grid import SparseGrid
 from .reference import _empty_shells
 from .shells import Shells
 
-_MODULE = compilation.slang_module()  # one SlangModule per process, shared with precompile
+_MODULE = compilation.KERNELS.slang_module()  # the package's one SlangModule (also precompile's)
 _BLOCK = 256
 _TABLES: dict[torch.device, tuple[Tensor, Tensor]] = {}
 _INT32_MAX = 2**31 - 1

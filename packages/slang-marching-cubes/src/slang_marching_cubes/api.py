@@ -10,13 +10,33 @@ import torch
 from torch import Tensor
 
 from . import reference
-from ._backend import notice_reference_fallback, slang_available
+from .compilation import KERNELS
 from .grid import SparseGrid, _describe
 from .shells import Shells
 
-__all__ = ["extract_shells", "sdf_regularizers", "slang_available"]
+__all__ = ["extract_shells", "sdf_regularizers", "slang_available", "resolve_backend", "Backend"]
 
 Backend = Literal["auto", "reference", "slang"]
+
+
+def slang_available() -> tuple[bool, str]:
+    """``(True, "")`` when the Slang backend can run here, else ``(False, reason)``."""
+    return KERNELS.slang_available()
+
+
+def resolve_backend(
+    backend: str, device: torch.device | str, dtype: torch.dtype | None = None
+) -> Literal["reference", "slang"]:
+    """The backend an op runs with, for its ``backend`` argument and its tensors.
+
+    ``"reference"``: the reference. ``"auto"``: Slang for CUDA tensors when it can run here and
+    ``dtype`` (the op's floating-point inputs; None when it has none) is float32, else the
+    reference (one line on stderr when CUDA tensors fall back). ``"slang"``: Slang, or a
+    ValueError that says why it cannot run (CPU tensors, float64, no CUDA device or slangc);
+    it never falls back quietly. The rule of both kernel packages
+    (``slang_kernel_runtime.KernelPackage.resolve_backend``).
+    """
+    return KERNELS.resolve_backend(backend, device, dtype)
 
 
 def _check_values(name: str, x: object, grid: SparseGrid, ndim: int, check_finite: bool) -> Tensor:
@@ -58,28 +78,6 @@ def _check_levels(levels: object, dtype: torch.dtype, device: torch.device) -> T
     return torch.tensor(values, dtype=dtype, device=device)
 
 
-def _choose_backend(backend: str, tensors: Sequence[Tensor]) -> str:
-    if backend not in ("auto", "reference", "slang"):
-        raise ValueError(f"backend must be 'auto', 'reference' or 'slang', got {backend!r}")
-    on_cuda = all(t.is_cuda for t in tensors)
-    if backend == "auto":
-        if on_cuda and all(t.dtype == torch.float32 for t in tensors):
-            ok, why = slang_available()
-            if ok:
-                return "slang"
-            notice_reference_fallback(why)
-        return "reference"
-    if backend == "slang":
-        if not on_cuda:
-            raise ValueError("backend='slang' needs CUDA tensors; use backend='reference' on CPU")
-        if any(t.dtype != torch.float32 for t in tensors):
-            raise ValueError("backend='slang' needs float32 sdf and attributes")
-        ok, why = slang_available()
-        if not ok:
-            raise ValueError(f"backend='slang' is not available: {why}")
-    return backend
-
-
 def extract_shells(
     grid: SparseGrid,
     sdf: Tensor,
@@ -107,7 +105,8 @@ def extract_shells(
         levels: ``[L]`` strictly decreasing levels (tensor or sequence of floats); shell 0 is the
             outermost.
         backend: ``"auto"`` (Slang for float32 CUDA tensors when available, else reference),
-            ``"reference"`` or ``"slang"``.
+            ``"reference"`` or ``"slang"`` (a ValueError says why when it cannot run); see
+            `resolve_backend`.
         check_finite: reject NaN/Inf in ``sdf`` and ``attributes`` (costs one device sync).
 
     Returns:
@@ -126,8 +125,7 @@ def extract_shells(
             f"attributes must have the dtype of sdf ({sdf.dtype}), got {attributes.dtype}"
         )
     lv = _check_levels(levels, sdf.dtype, sdf.device)
-    chosen = _choose_backend(backend, (sdf, attributes))
-    if chosen == "slang":
+    if KERNELS.resolve_backend(backend, sdf.device, sdf.dtype, "sdf and attributes") == "slang":
         from . import _slang
 
         return _slang.extract_shells(grid, sdf, attributes, lv)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._backend import slang_available
+from .compilation import KERNELS
 
 __all__ = ["SparseGrid", "estimate_nbytes"]
 
@@ -130,7 +130,7 @@ class SparseGrid:
         self.voxels = voxels.contiguous()
         ni, nj, nk = self.shape
         self.voxel_rows = _row_starts(self.voxels, ni * nj, nk)  # int64 [I*J + 1]
-        if _vertices is None and self.voxels.is_cuda and slang_available()[0]:
+        if _vertices is None and self.voxels.is_cuda and KERNELS.slang_available()[0]:
             from . import _slang  # sort-free Slang builder, same result as _vertices_of
 
             _vertices = _slang.grid_vertices(self.voxels, self.voxel_rows, self.shape)
