@@ -130,7 +130,7 @@ def tools(session: nox.Session) -> None:
 
 
 # The packages whose modules must not import each other in a cycle (tools/check_imports.py).
-IMPORT_CHECKED = ["slang-kernel-runtime", "slang-rasterizer"]
+IMPORT_CHECKED = ["slang-kernel-runtime", "slang-marching-cubes", "slang-rasterizer"]
 
 
 @nox.session

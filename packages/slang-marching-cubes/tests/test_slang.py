@@ -199,13 +199,30 @@ def test_2048_grid_with_one_percent_band_fits_in_4gb():
     "shape,fraction", [((7, 1, 9), 0.5), ((33, 20, 41), 0.2), ((64, 64, 64), 0.02)]
 )
 def test_slang_grid_builder_equals_reference(shape, fraction):
-    from slang_marching_cubes import _slang
-    from slang_marching_cubes.grid import _vertices_of
+    from slang_marching_cubes import _slang, reference
 
     gen = torch.Generator(device="cuda").manual_seed(1)
     occ = torch.rand(shape, generator=gen, device="cuda") < fraction
-    grid = SparseGrid.from_dense(occ)  # built by the Slang kernels on CUDA
-    assert torch.equal(grid.vertices, _vertices_of(grid.voxels, grid.shape))
+    grid = SparseGrid.from_dense(occ, backend="slang")  # built by the Slang kernels
+    assert torch.equal(grid.vertices, reference.grid_vertices(grid.voxels, grid.voxel_rows, shape))
     assert torch.equal(grid.vertices.cpu(), SparseGrid.from_dense(occ.cpu()).vertices)
     empty = grid.voxels[:0]
     assert _slang.grid_vertices(empty, grid.voxel_rows * 0, grid.shape).numel() == 0
+
+
+def test_reference_grid_on_cuda_launches_no_slang(monkeypatch):
+    from slang_marching_cubes import _slang
+
+    def no_slang(*args, **kwargs):
+        raise AssertionError("backend='reference' launched a Slang kernel")
+
+    monkeypatch.setattr(_slang._MODULE, "launch", no_slang)
+    occ = torch.rand((9, 8, 7), generator=torch.Generator().manual_seed(2)) < 0.5
+    grid = SparseGrid.from_dense(occ.cuda(), backend="reference")
+    dilated = grid.dilate(1)
+    pruned = dilated.prune(torch.ones(dilated.num_voxels, dtype=torch.bool, device="cuda"))
+    assert pruned.backend == "reference" and pruned.device.type == "cuda"
+    assert torch.equal(grid.vertices.cpu(), SparseGrid.from_dense(occ).vertices)
+    sdf = grid.vertex_positions()[:, 0] - 0.5
+    shells = extract_shells(grid, sdf, None, [0.0], backend="reference")
+    assert shells.faces.shape[0] > 0

@@ -19,15 +19,18 @@ grid gradients with float atomic adds.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from . import _table, compilation, reference
-from .grid import SparseGrid
 from .reference import _empty_shells
 from .shells import Shells
+
+if TYPE_CHECKING:  # the grid module dispatches to this one: no import back at run time
+    from .grid import SparseGrid
 
 _MODULE = compilation.KERNELS.slang_module()  # the package's one SlangModule (also precompile's)
 _BLOCK = 256
@@ -127,8 +130,8 @@ def interpolate_pair(
 
 
 def grid_vertices(voxels: Tensor, voxel_rows: Tensor, shape: tuple[int, int, int]) -> Tensor:
-    """Sorted lattice ids of every corner of the voxels (same as `grid._vertices_of`), built
-    by merging the voxel rows around each lattice row: no sort, no per-voxel candidate list."""
+    """Slang version of `reference.grid_vertices` (int64 CUDA tensors): built by merging the
+    voxel rows around each lattice row, with no sort and no per-voxel candidate list."""
     ni, nj, nk = shape
     rows = (ni + 1) * (nj + 1)
     if rows > _INT32_MAX or voxels.numel() > _INT32_MAX:

@@ -9,14 +9,15 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from slang_kernel_runtime import Backend
+
 from . import reference
+from ._lattice import describe as _describe
 from .compilation import KERNELS
-from .grid import SparseGrid, _describe
+from .grid import SparseGrid
 from .shells import Shells
 
 __all__ = ["extract_shells", "sdf_regularizers", "slang_available", "resolve_backend", "Backend"]
-
-Backend = Literal["auto", "reference", "slang"]
 
 
 def slang_available() -> tuple[bool, str]:

@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from slang_kernel_runtime import Backend
+
 from . import reference
 from .compilation import KERNELS
 from .types import Cameras, Fragments, ShellMesh, describe
@@ -29,7 +31,6 @@ __all__ = [
     "render",
 ]
 
-Backend = Literal["auto", "reference", "slang"]
 
 MAX_FUSED_SHELLS = 16
 """Most shells the fused mode supports (one slot per shell per pixel; MAX_SHELLS in Slang)."""
