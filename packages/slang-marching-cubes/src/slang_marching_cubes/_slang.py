@@ -1,6 +1,9 @@
-"""Slang backend of `extract_shells` (CUDA, float32). The reference (`reference.py`) is the spec.
+"""Slang backend (CUDA): `extract_shells`, `interpolate_pair` and `grid_vertices`, the Slang
+versions of the functions of the same names in `reference.py` (the spec), with the same
+arguments; an autograd Function behind one of them is named after it in both modules
+(`_InterpolateVertices`). Inputs are validated by the public ops (`api.py`, `grid.py`).
 
-Pipeline, all on torch's current stream, two host syncs:
+Pipeline of `extract_shells`, all on torch's current stream, two host syncs:
 
 1. ``mc_classify`` (one thread per occupied voxel): does any level cross the voxel?
 2. ``torch.nonzero`` compacts the active voxels (sync 1: their count).
@@ -56,7 +59,7 @@ def _flat(values: Tensor) -> tuple[Tensor, int]:
     return values.detach().contiguous().view(-1), math.prod(values.shape[1:])  # 1 for [V]
 
 
-class _Interpolate(torch.autograd.Function):
+class _InterpolateVertices(torch.autograd.Function):
     """``out[n] = (1 - t[n]) values[a_n] + t[n] values[b_n]`` for two float32 ``values [V, ...]``
     arrays (the sdf and the attributes) in one launch each way."""
 
@@ -119,14 +122,12 @@ class _Interpolate(torch.autograd.Function):
 def interpolate_pair(
     first: Tensor, second: Tensor, edges: Tensor, t: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """`reference.interpolate_vertices` of two float32 CUDA value arrays (same edges and t)."""
+    """Slang version of `reference.interpolate_pair` (float32 CUDA value arrays): one launch each
+    way for both arrays."""
     width = math.prod(first.shape[1:]) + math.prod(second.shape[1:])
     if edges.shape[0] * width > _INT32_MAX:  # past int32 thread indices
-        return (
-            reference.interpolate_vertices(first, edges, t),
-            reference.interpolate_vertices(second, edges, t),
-        )
-    return _Interpolate.apply(first, second, edges, t.detach())
+        return reference.interpolate_pair(first, second, edges, t)
+    return _InterpolateVertices.apply(first, second, edges, t.detach())
 
 
 def grid_vertices(voxels: Tensor, voxel_rows: Tensor, shape: tuple[int, int, int]) -> Tensor:

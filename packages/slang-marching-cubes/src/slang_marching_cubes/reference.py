@@ -33,6 +33,7 @@ __all__ = [
     "extract_shells",
     "sdf_regularizers",
     "interpolate_vertices",
+    "interpolate_pair",
 ]
 
 
@@ -243,6 +244,14 @@ def interpolate_vertices(values: Tensor, edges: Tensor, t: Tensor) -> Tensor:
     return _InterpolateVertices.apply(values, edges[:, 0], edges[:, 1], t.detach().to(values.dtype))
 
 
+def interpolate_pair(
+    first: Tensor, second: Tensor, edges: Tensor, t: Tensor
+) -> tuple[Tensor, Tensor]:
+    """`interpolate_vertices` of two value arrays with the same edges and ``t`` (the vertex sdf
+    and attributes of `extract_shells`)."""
+    return interpolate_vertices(first, edges, t), interpolate_vertices(second, edges, t)
+
+
 def _empty_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Tensor) -> Shells:
     dev = sdf.device
     num_levels = levels.numel()
@@ -339,13 +348,14 @@ def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Te
     o_slot = owner_slot[f_vox[:, None], f_slots]
     faces = vid[f_level[:, None], o_act, o_slot].to(torch.int32)
 
+    vertex_sdf, vertex_attributes = interpolate_pair(sdf, attributes, edges, t)
     return Shells(
         positions=positions,
         faces=faces,
         vertex_offsets=vertex_offsets,
         face_offsets=face_offsets,
-        sdf=interpolate_vertices(sdf, edges, t),
-        attributes=interpolate_vertices(attributes, edges, t),
+        sdf=vertex_sdf,
+        attributes=vertex_attributes,
         edges=edges,
         t=t,
         face_voxels=active[f_vox].to(torch.int32),

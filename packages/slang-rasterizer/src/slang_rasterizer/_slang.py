@@ -1,7 +1,10 @@
 """The Slang backend: autograd Functions that launch the kernels of ``slang/rasterizer.slang``.
 
-Same signatures and results as ``reference.py`` (the specification); the public functions in
-``api.py`` validate inputs and dispatch here for CUDA tensors. Every kernel is in the one
+Same names, signatures and results as ``reference.py`` (the specification); the public
+functions in ``api.py`` validate inputs and dispatch here for CUDA tensors. An autograd Function
+behind an op is named after it in both modules (``_FusedRender`` is the fused mode of ``render``
+in both; ``_Interpolate``, ``_Composite`` and ``_EvalSH`` exist only here, the reference is
+differentiated by torch). Every kernel is in the one
 entry module, compiled once per machine by the package's one ``SlangModule``
 (``compilation.KERNELS``, from slang_kernel_runtime).
 
