@@ -43,6 +43,7 @@ def test_explicit_equals_fused(ssaa):
         assert_close(a, b, rtol=1e-5, atol=1e-6 * b.abs().max().item(), what=name)
 
 
+@pytest.mark.slow  # about 24 s on a 2-core CPU: full Jacobians through both modes
 def test_fused_render_gradcheck_float64():
     cams, mesh, sdf, sh = scene(subdivisions=1, size=(10, 12), batch=1, dtype=torch.float64)
     sdf.requires_grad_()
