@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+from slang_kernel_runtime import testing
 from slang_kernel_runtime.testing import CASES
 
 CONFTEST = """
@@ -47,3 +48,13 @@ def test_the_fixture_runs_each_case_and_skips_slang_with_the_reason(tmp_path):
     assert "test_case[slang] SKIPPED" in out
     assert "probe_package: the Slang backend cannot run here: no CUDA device" in out
     assert [case.id for case in CASES] == ["reference-cpu", "reference-cuda", "slang"]
+
+
+def test_launched_kernels_reads_the_launch_calls(tmp_path):
+    source = tmp_path / "_slang.py"
+    source.write_text(
+        '_MODULE.launch("a_fwd", grid, block, x=x)\n'
+        '_MODULE.launch(\n    "b_bwd",\n    grid,\n)\n'
+        'launcher.launch("c", g, b)\nlaunch("not_a_method_call")\n'
+    )
+    assert testing.launched_kernels(source) == {"a_fwd", "b_bwd", "c"}

@@ -50,16 +50,8 @@ SCALAR_KINDS = {
     "float": "float",
     "bool": "bool",
 }
-# Lowered CUDA parameter types (from slangc -target cuda) -> kind.
-CUDA_KINDS = {
-    "TensorView": "tensor",
-    "int": "int",
-    "int32_t": "int",
-    "uint": "uint",
-    "uint32_t": "uint",
-    "float": "float",
-    "bool": "bool",
-}
+# Lowered CUDA parameter types (from slangc -target cuda) -> kind: the scalars keep their names.
+CUDA_KINDS = {"TensorView": "tensor", **SCALAR_KINDS}
 PARAM_HELP = "kernel parameters may only be TensorView<T>, DiffTensorView, int, uint, float or bool"
 
 

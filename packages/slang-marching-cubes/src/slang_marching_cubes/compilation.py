@@ -1,18 +1,10 @@
-"""The package's compilation hook: where its Slang kernels are, and the commands that compile
-and cache them (`slang_kernel_runtime.KernelPackage`, the same for both kernel packages).
+"""The compilation hook of slang_marching_cubes.
 
-Tools (``python -m slang_marching_cubes``, ``meshtryoshka-train doctor``, the compile
-benchmark, ``nox -s compat``) find the kernels through ``entry_modules()`` and
-``slang_module()`` instead of knowing file or kernel names. The hook's names (``PACKAGE``,
-``ENTRY``, ``entry_modules``, ``slang_module``, ``precompile``, ``clear_cache``, ``cache_dir``,
-``cache_entries``, ``toolchain``, ``describe_cache``, ``describe_toolchain``, ``main``) are
-attributes of this module; ``KERNELS`` is the `KernelPackage` behind them.
-
-Kernels compile on first use (slangc -> NVRTC -> cubin, about a second) into a per-user cache.
-``python -m slang_marching_cubes precompile | check | clear-cache | info``; environment
-variables ``SLANG_MARCHING_CUBES_CACHE_DIR`` (default ``$XDG_CACHE_HOME/slang_marching_cubes``,
-else ``~/.cache/slang_marching_cubes``), ``SLANG_MARCHING_CUBES_LOADER`` (``nvrtc``, the
-default, or ``slangtorch``) and ``SLANG_MARCHING_CUBES_NVRTC_PATH``.
+``KERNELS`` is a `slang_kernel_runtime.KernelPackage`; its `slang_kernel_runtime.HOOK` names are
+attributes of this module, which tools use to find and compile the kernels: ``python -m
+slang_marching_cubes precompile | check | clear-cache | info``, and the environment variables
+``SLANG_MARCHING_CUBES_CACHE_DIR``, ``SLANG_MARCHING_CUBES_LOADER`` and
+``SLANG_MARCHING_CUBES_NVRTC_PATH``.
 """
 
 from __future__ import annotations

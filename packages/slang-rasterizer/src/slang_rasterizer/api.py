@@ -38,24 +38,11 @@ MAX_FUSED_SHELLS = 16
 _FLOATS = (torch.float32, torch.float64)
 
 
-def slang_available() -> tuple[bool, str]:
-    """``(True, "")`` when the Slang backend can run here, else ``(False, reason)``."""
-    return KERNELS.slang_available()
-
-
-def resolve_backend(
-    backend: str, device: torch.device | str, dtype: torch.dtype | None = None
-) -> Literal["reference", "slang"]:
-    """The backend an op runs with, for its ``backend`` argument and its tensors.
-
-    ``"reference"``: the reference. ``"auto"``: Slang for CUDA tensors when it can run here and
-    ``dtype`` (the op's floating-point inputs; None when it has none) is float32, else the
-    reference (one line on stderr when CUDA tensors fall back). ``"slang"``: Slang, or a
-    ValueError that says why it cannot run (CPU tensors, float64, no CUDA device or slangc);
-    it never falls back quietly. The rule of both kernel packages
-    (``slang_kernel_runtime.KernelPackage.resolve_backend``).
-    """
-    return KERNELS.resolve_backend(backend, device, dtype)
+#: ``(True, "")`` when the Slang backend can run here, else ``(False, reason)``.
+slang_available = KERNELS.slang_available
+#: ``resolve_backend(backend, device, dtype=None)``: which backend an op runs with. The one rule
+#: of both kernel packages (`slang_kernel_runtime.KernelPackage.resolve_backend`).
+resolve_backend = KERNELS.resolve_backend
 
 
 def _check_type(value, cls, name: str):
