@@ -141,6 +141,9 @@ def test_compile_only_keeps_outputs_and_times_both_steps(tmp_path):
     assert not module.cache_dir.exists() or not list(module.cache_dir.iterdir())
 
 
+# GPU: the probe kernels through both loaders. The tests look alike on purpose: each launches
+# one probe kernel (one parameter kind or launch feature) and compares with torch.
+
 TIMES: dict[str, float] = {}
 
 

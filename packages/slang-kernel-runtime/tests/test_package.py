@@ -22,6 +22,9 @@ else:  # pragma: no cover
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
+# The first two tests are every package's tests/test_package.py checks, for this package.
+
+
 def test_version_matches_pyproject():
     project = tomllib.loads(PYPROJECT.read_text())["project"]
     assert slang_kernel_runtime.__version__ == project["version"]

@@ -26,7 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .module import SlangModule, slang_available
 from .package import BACKENDS, HOOK, Backend, KernelPackage
 
-try:
+try:  # the version block of every package's __init__.py in this repository
     __version__ = version("slang-kernel-runtime")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
