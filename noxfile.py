@@ -42,7 +42,14 @@ nox.options.sessions = ["lint", "tools", "tests", "integration", "build"]
 nox.options.reuse_existing_virtualenvs = False
 
 ROOT = Path(__file__).parent
-PACKAGES = ["slang-marching-cubes", "slang-rasterizer", "meshtryoshka-data", "meshtryoshka-train"]
+# Dependencies first: the kernel runtime, the two kernel packages, the data package, the app.
+PACKAGES = [
+    "slang-kernel-runtime",
+    "slang-marching-cubes",
+    "slang-rasterizer",
+    "meshtryoshka-data",
+    "meshtryoshka-train",
+]
 TORCH = os.environ.get("MESHTRYOSHKA_TORCH", "torch==2.13.0").strip()
 SYSTEM_TORCH = TORCH == "system"
 VENV_PARAMS = ["--system-site-packages"] if SYSTEM_TORCH else []
@@ -57,16 +64,22 @@ def project(name: str) -> dict:
 
 
 def local_dependencies(name: str) -> list[str]:
-    """The sibling packages that package `name` depends on."""
+    """The sibling packages that package `name` needs, directly or through another sibling
+    (e.g. the app -> slang-rasterizer -> slang-kernel-runtime), dependencies first."""
     names = {canonicalize_name(Requirement(r).name) for r in project(name).get("dependencies", [])}
-    return [sibling for sibling in PACKAGES if sibling in names]
+    needed = set()
+    for sibling in PACKAGES:
+        if sibling in names:
+            needed.update([sibling, *local_dependencies(sibling)])
+    return [sibling for sibling in PACKAGES if sibling in needed]
 
 
 def local_requirements(name: str, extras: str = "test") -> list[str]:
     """pip arguments installing package `name` (with `extras`) and the local packages it needs.
 
     Sibling packages are not on a package index during development, so each one that `name`
-    depends on is installed from its folder; everything else comes from the index.
+    needs (also through another sibling) is installed from its folder; everything else comes
+    from the index.
     """
     needed = local_dependencies(name)
     return [str(package_dir(s)) for s in needed] + [f"{package_dir(name)}[{extras}]"]
@@ -98,7 +111,7 @@ def tests(session: nox.Session, package: str) -> None:
 
 @nox.session(venv_params=VENV_PARAMS)
 def integration(session: nox.Session) -> None:
-    """End-to-end tests over all four packages (tests-integration/), on the CPU."""
+    """End-to-end tests over all the packages (tests-integration/), on the CPU."""
     install_torch(session)
     # the viewer extra and selenium for the browser test (which also needs Debian's chromium)
     session.install(
@@ -116,11 +129,17 @@ def tools(session: nox.Session) -> None:
     pytest(session, str(ROOT / "tools" / "tests"))
 
 
+# The packages whose modules must not import each other in a cycle (tools/check_imports.py).
+IMPORT_CHECKED = ["slang-kernel-runtime", "slang-marching-cubes", "slang-rasterizer"]
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check over the whole repository; vendored copies agree."""
+    """ruff check and ruff format --check over the whole repository; vendored copies agree;
+    no import cycle in the kernel packages."""
     session.install("ruff>=0.6")
     session.run("python", str(ROOT / "tools" / "check_vendored.py"))
+    session.run("python", str(ROOT / "tools" / "check_imports.py"), *IMPORT_CHECKED)
     session.run("ruff", "check", str(ROOT))
     session.run("ruff", "format", "--check", str(ROOT))
 
@@ -231,8 +250,8 @@ def min_versions(session: nox.Session) -> None:
     tomli, on Python 3.10) that the pyproject.toml ranges allow.
 
     The constraints file is generated from the ranges (`lower_bounds`), written to
-    .nox/min_versions/tmp/constraints-min.txt and printed; the four packages install
-    non-editable in one venv. Arguments after `--` go to pytest.
+    .nox/min_versions/tmp/constraints-min.txt and printed; the packages install non-editable
+    in one venv. Arguments after `--` go to pytest.
     """
     pins = lower_bounds(session)
     constraints = Path(session.create_tmp()).resolve() / "constraints-min.txt"
@@ -260,7 +279,7 @@ def release(session: nox.Session) -> None:
 # its own extension build (the fallback loader) against this torch, up to its ninja file. On a
 # CUDA machine, the pairs whose CUDA matches torch's also run the kernel packages' `cuda` tests.
 # Each wheel is fetched once into .nox/compat-cache and unpacked there (never pip-installed), so
-# the whole matrix shares ONE venv: torch and the two kernel packages.
+# the whole matrix shares ONE venv: torch, the kernel runtime and the two kernel packages.
 COMPAT_SLANGTORCH = ["1.3.7", "1.3.11", "1.3.22"]
 COMPAT_CUDA = ["12.4", "12.6", "12.8", "13.0"]
 
@@ -274,6 +293,7 @@ def compat(session: nox.Session) -> None:
     """
     install_torch(session)
     session.install(
+        str(package_dir("slang-kernel-runtime")),
         str(package_dir("slang-marching-cubes")),
         str(package_dir("slang-rasterizer")),
         "pytest>=7.4",

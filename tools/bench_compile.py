@@ -7,7 +7,7 @@
 
 The kernel modules are found through each kernel package's public hook
 (``<package>.compilation.entry_modules()``); while no package ships kernels yet, the runtime's
-probe module (packages/slang-marching-cubes/tests/data/runtime_probe.slang) is measured instead.
+probe module (packages/slang-kernel-runtime/tests/data/runtime_probe.slang) is measured instead.
 
 On a CUDA machine, for every module and loader:
 - cold: a fresh process with an empty cache folder compiles the module (``precompile()``);
@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("slang_marching_cubes", "slang_rasterizer")
-PROBE = ROOT / "packages/slang-marching-cubes/tests/data/runtime_probe.slang"
+PROBE = ROOT / "packages/slang-kernel-runtime/tests/data/runtime_probe.slang"
 
 CHILD = """
 import json, sys, time
@@ -44,15 +44,14 @@ torch.zeros(1, device="cuda")
 torch.cuda.synchronize()
 ready = time.perf_counter()
 package, entry = sys.argv[1], sys.argv[2]
-from importlib import import_module
-runtime = import_module(package + "._slang_runtime")
-module = runtime.SlangModule(package=package, entry=entry)
+from slang_kernel_runtime import SlangModule
+module = SlangModule(package=package, entry=entry)
 folder = module.precompile()
 done = time.perf_counter()
 info = json.loads((folder / "kernels.json").read_text())
 print(json.dumps({
     "startup_s": ready - started, "load_s": done - ready, "kernels": len(info["kernels"]),
-    "loader": module._loader, "slangc_s": info.get("slangc_s"), "nvrtc_s": info.get("nvrtc_s"),
+    "loader": module.loader, "slangc_s": info.get("slangc_s"), "nvrtc_s": info.get("nvrtc_s"),
     "binary": info.get("binary"), "folder": str(folder),
 }))
 """
@@ -69,7 +68,7 @@ def kernel_modules(with_probe: bool) -> list[tuple[str, Path]]:
             continue
         modules += [(package, entry) for entry in hook.entry_modules()]
     if with_probe or not modules:
-        modules.append(("slang_marching_cubes", PROBE))
+        modules.append(("runtime_probe", PROBE))
     return modules
 
 
@@ -114,10 +113,11 @@ def bench_gpu(modules: list[tuple[str, Path]], loaders: list[str]) -> list[dict]
 
 
 def bench_cpu(modules: list[tuple[str, Path]], nvrtc: str | None, arch: int) -> list[dict]:
+    from slang_kernel_runtime import SlangModule
+
     rows = []
     for package, entry in modules:
-        runtime = importlib.import_module(f"{package}._slang_runtime")
-        module = runtime.SlangModule(package=package, entry=entry)
+        module = SlangModule(package=package, entry=entry)
         started = time.perf_counter()
         try:
             info = module.compile_only(arch, nvrtc)

@@ -41,6 +41,7 @@ REPO_URL = "https://github.com/meshtryoshka/meshtryoshka"
 APP = "meshtryoshka-train"
 # Files each package must ship, on top of "every source file" (the failures users would see).
 KEY_FILES = {
+    "slang-kernel-runtime": ["py.typed", "module.py"],
     "slang-marching-cubes": ["py.typed", "slang/marching_cubes.slang"],
     "slang-rasterizer": ["py.typed", "slang/rasterizer.slang"],
     "meshtryoshka-data": ["py.typed"],
@@ -53,6 +54,7 @@ KEY_FILES = {
 }
 # Largest sdist or wheel allowed, KiB. The app carries the demo scene (about 0.7 MiB of PNGs).
 SIZE_BUDGET_KIB = {
+    "slang-kernel-runtime": 128,
     "slang-marching-cubes": 256,
     "slang-rasterizer": 256,
     "meshtryoshka-data": 128,

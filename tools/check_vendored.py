@@ -1,10 +1,10 @@
 """Check (or restore) the files vendored byte-identically into several packages.
 
-The two kernel packages must not depend on each other, so the Slang kernel runtime lives in
-one canonical file that is copied into the other package. Every package ships the repository's
-LICENSE inside its sdist and wheel, and a build backend only takes license files from the
-package's own folder, so each package holds a copy of it. `python tools/check_vendored.py`
-fails when a copy drifts; `--fix` copies the canonical file over the copies.
+Every package ships the repository's LICENSE inside its sdist and wheel, and a build backend
+only takes license files from the package's own folder, so each package holds a copy of it.
+(The Slang kernel runtime, once one file vendored into both kernel packages, is the package
+slang-kernel-runtime now: docs/kernel-runtime.md.) `python tools/check_vendored.py` fails when
+a copy drifts; `--fix` copies the canonical file over the copies.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VENDORED = {
-    "packages/slang-marching-cubes/src/slang_marching_cubes/_slang_runtime.py": [
-        "packages/slang-rasterizer/src/slang_rasterizer/_slang_runtime.py",
-    ],
     "LICENSE": [
+        "packages/slang-kernel-runtime/LICENSE",
         "packages/slang-marching-cubes/LICENSE",
         "packages/slang-rasterizer/LICENSE",
         "packages/meshtryoshka-data/LICENSE",

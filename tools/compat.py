@@ -49,8 +49,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("slang_marching_cubes", "slang_rasterizer")
-PROBE = ROOT / "packages/slang-marching-cubes/tests/data/runtime_probe.slang"
-TEST_DIRS = [ROOT / "packages/slang-marching-cubes/tests", ROOT / "packages/slang-rasterizer/tests"]
+PROBE = ROOT / "packages/slang-kernel-runtime/tests/data/runtime_probe.slang"
+TEST_DIRS = [
+    ROOT / "packages/slang-kernel-runtime/tests",
+    ROOT / "packages/slang-marching-cubes/tests",
+    ROOT / "packages/slang-rasterizer/tests",
+]
 ARCHS = (80, 90)
 WINDOWS_FILES = (".exe", ".dll", ".lib", ".pdb")
 
@@ -135,9 +139,9 @@ def pkg_resources_site(cache: Path, extra: list[Path]) -> Path | None:
 def local_nvrtc(runtime_path: Path, cuda: str) -> Path | None:
     """The NVRTC the kernel runtime finds here, if it is CUDA ``cuda`` (for offline machines)."""
     rt = load_runtime(str(runtime_path))
-    path = rt.find_nvrtc()
+    path = rt.nvrtc.find_nvrtc()
     try:
-        return path if path and "{}.{}".format(*rt.Nvrtc(path).version) == cuda else None
+        return path if path and "{}.{}".format(*rt.nvrtc.Nvrtc(path).version) == cuda else None
     except (OSError, RuntimeError):
         return None
 
@@ -157,18 +161,20 @@ def nvrtc_library(site: Path) -> Path | None:
 
 
 def load_runtime(path: str):
-    spec = importlib.util.spec_from_file_location("compat_runtime", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compat_runtime"] = module
-    spec.loader.exec_module(module)
-    return module
+    """The kernel runtime package at ``path`` (the folder holding ``slang_kernel_runtime``),
+    imported ahead of any installed copy."""
+    sys.path.insert(0, path)
+    import slang_kernel_runtime.cli  # noqa: F401 - imports every module of the runtime
+
+    return sys.modules["slang_kernel_runtime"]
 
 
 def child_emit(runtime_path: str, out: Path, modules: list[str]) -> dict:
     """slangc of the slangtorch on sys.path: every module to CUDA source in ``out``."""
     rt = load_runtime(runtime_path)
-    results = {"slangtorch": rt._slangtorch_version(), "slangc": str(rt.find_slangc())}
-    results["slangc_version"] = rt._slangc_version(rt.find_slangc())
+    slangc = rt.slangc.find_slangc()
+    results = {"slangtorch": rt.slangc.slangtorch_version(), "slangc": str(slangc)}
+    results["slangc_version"] = rt.slangc.slangc_version(slangc)
     for item in modules:
         package, entry = item.split("=", 1)
         module = rt.SlangModule(package=package, entry=entry)
@@ -190,7 +196,7 @@ def child_emit(runtime_path: str, out: Path, modules: list[str]) -> dict:
 def child_nvrtc(runtime_path: str, nvrtc_path: str, emitted: Path, packages: list[str]) -> dict:
     """That NVRTC: every emitted CUDA source to a cubin for each architecture."""
     rt = load_runtime(runtime_path)
-    nvrtc = rt.Nvrtc(Path(nvrtc_path))
+    nvrtc = rt.nvrtc.Nvrtc(Path(nvrtc_path))
     results: dict = {"nvrtc_version": "{}.{}".format(*nvrtc.version)}
     for package in packages:
         source = (emitted / package / "kernels.cu").read_text()
@@ -222,7 +228,7 @@ def child_recipe(runtime_path: str, work: Path, modules: list[str]) -> dict:
     rt = load_runtime(runtime_path)
     import slangtorch
 
-    results: dict = {"torch": torch.__version__, "slangtorch": rt._slangtorch_version()}
+    results: dict = {"torch": torch.__version__, "slangtorch": rt.slangc.slangtorch_version()}
     if not cpp.CUDA_HOME:  # a CPU build of torch: point it at a toolkit (or a stand-in path)
         cpp.CUDA_HOME = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
@@ -239,11 +245,11 @@ def child_recipe(runtime_path: str, work: Path, modules: list[str]) -> dict:
         copy = work / label
         shutil.copytree(sources, copy)
         for path in copy.rglob("*.slang"):
-            path.write_text(rt._add_autopybind(path.read_text()))
+            path.write_text(rt.slangtorch_loader.add_autopybind(path.read_text()))
         target = copy / Path(entry).name
         try:
             if patched:
-                rt._slangtorch_load(slangtorch, target)
+                rt.slangtorch_loader.slangtorch_load(slangtorch, target)
             else:
                 slangtorch.loadModule(str(target))
             results[label] = {"ok": False, "error": "the build did not reach ninja"}
@@ -296,15 +302,16 @@ def child_main(step: str, payload: dict) -> None:
 
 
 def kernel_modules() -> tuple[list[str], Path]:
-    """["package=entry", ...] from the hooks (or the probe), and the runtime file to use."""
-    modules, runtime = [], None
+    """["package=entry", ...] from the hooks (or the probe), and the kernel runtime's folder."""
+    import slang_kernel_runtime
+
+    modules = []
     for package in PACKAGES:
         hook = importlib.import_module(f"{package}.compilation")
-        runtime = runtime or Path(hook.__file__).with_name("_slang_runtime.py")
         modules += [f"{package}={entry}" for entry in hook.entry_modules()]
     if not modules:
-        modules = [f"slang_marching_cubes={PROBE}"]
-    return modules, runtime
+        modules = [f"runtime_probe={PROBE}"]
+    return modules, Path(slang_kernel_runtime.__file__).parent.parent
 
 
 def short(text: str, limit: int = 110) -> str:

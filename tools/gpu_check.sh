@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of the whole repository on one CUDA machine: the `cuda` tests of all four packages,
+# GPU check of the whole repository on one CUDA machine: the `cuda` tests of all five packages,
 # the kernel benchmarks, cold/warm kernel compile times, the slangtorch x CUDA matrix (GPU part),
 # a short training run on a synthetic NeRF-synthetic-format scene, the viewer's cost to it, and
 # (asked for by name) the quality benchmark on the Mitsuba scenes.
@@ -15,7 +15,7 @@
 #                 PYTHONPATH first (for machines without network: slangtorch, setuptools<81) [.whl]
 #   TRAIN_STEPS   training steps [300]; TRAIN_SIZE scene width=height in pixels [200]
 #   TRAIN_ARGS    extra `key=value` overrides for the training run []
-#   TEST_PACKAGES packages whose `cuda` tests run [all four]
+#   TEST_PACKAGES packages whose `cuda` tests run [all five]
 #   BENCH_ARGS_MC / BENCH_ARGS_RS   arguments of the two benchmarks [their defaults]
 #   COMPILE_LOADERS  loaders for tools/bench_compile.py [nvrtc,slangtorch]
 #   COMPAT_SLANGTORCH  slangtorch versions for tools/compat.py [1.3.7,1.3.11,1.3.22]
@@ -38,7 +38,8 @@ OUT=${OUT:-$ROOT/gpu-check}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 PY=${PYTHON:-python3}
-SRC="$ROOT/packages/slang-marching-cubes/src:$ROOT/packages/slang-rasterizer/src"
+SRC="$ROOT/packages/slang-kernel-runtime/src"
+SRC="$SRC:$ROOT/packages/slang-marching-cubes/src:$ROOT/packages/slang-rasterizer/src"
 SRC="$SRC:$ROOT/packages/meshtryoshka-data/src:$ROOT/packages/meshtryoshka-train/src"
 WHEELS=${WHEELS:-.whl}
 SITE=/tmp/gpu-check-site
@@ -86,8 +87,8 @@ EOF
 
 run_tests() {
     local rc=0 package
-    for package in ${TEST_PACKAGES:-slang-marching-cubes slang-rasterizer meshtryoshka-data \
-        meshtryoshka-train}; do
+    for package in ${TEST_PACKAGES:-slang-kernel-runtime slang-marching-cubes slang-rasterizer \
+        meshtryoshka-data meshtryoshka-train}; do
         echo "--- $package"
         $PY -m pytest "packages/$package/tests" -m cuda -q -p no:cacheprovider -rfE \
             --durations=5 || rc=1
@@ -144,7 +145,7 @@ EOF
 
 run_bench() {
     local rc=0
-    $PY packages/slang-marching-cubes/benchmarks/bench_launch.py --gpu || rc=1
+    $PY packages/slang-kernel-runtime/benchmarks/bench_launch.py --gpu || rc=1
     # shellcheck disable=SC2086
     $PY packages/slang-marching-cubes/benchmarks/bench_extract.py ${BENCH_ARGS_MC:-} || rc=1
     # shellcheck disable=SC2086

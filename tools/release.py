@@ -6,10 +6,10 @@
 `prepare` sets `version` in packages/PACKAGE/pyproject.toml (VERSION is X.Y.Z, or major,
 minor or patch to bump the current version), turns the entries under `## Unreleased` in
 packages/PACKAGE/CHANGELOG.md into a `## X.Y.Z - DATE` section below a new, empty
-`## Unreleased`, and, when PACKAGE is a library whose new version falls outside
-meshtryoshka-train's range on it, moves that range and notes it in the app's CHANGELOG. It
-then checks the tag it prints and prints the git commands that finish the release. Nothing is
-committed or tagged.
+`## Unreleased`, and, for every package whose range on PACKAGE does not admit the new version
+(meshtryoshka-train on a library, a kernel package on slang-kernel-runtime), moves that range
+and notes it in that package's CHANGELOG. It then checks the tag it prints and prints the git
+commands that finish the release. Nothing is committed or tagged.
 
 `check-tag` (the release workflow's first step) exits 1 unless TAG is `<package>-vX.Y.Z`
 for a package whose pyproject.toml has version X.Y.Z and whose CHANGELOG has its section.
@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-APP = "meshtryoshka-train"
 BUMPS = ("major", "minor", "patch")
 VERSION = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
 # the `version = "..."` line of pyproject.toml's [project] table (the first table that has one)
@@ -140,7 +139,7 @@ def with_changed_entry(changelog: Path, entry: str) -> str:
 
 
 def policy_range(version: Version) -> str:
-    """The app's range on a library release: the same minor for 0.x, the same major after."""
+    """A dependent's range on a release: the same minor for 0.x, the same major after."""
     major, minor, _ = version
     if major == 0:
         return f">=0.{minor},<0.{minor + 1}"
@@ -152,30 +151,32 @@ def padded(text: str) -> Version:
     return major, minor, patch
 
 
-def moved_app_range(root: Path, package: str, version: Version) -> dict[Path, str]:
-    """New texts of the app's pyproject.toml and CHANGELOG.md when its range on library
-    `package` does not admit `version` (empty when it does, or for the app itself)."""
-    app = root / "packages" / APP
-    pyproject = app / "pyproject.toml"
-    text = pyproject.read_text()
-    match = re.search(rf'"{re.escape(package)}\s*(>=[0-9.]+,\s*<[0-9.]+)\s*"', text)
-    if package == APP or (match is None and f'"{package}' not in text):
-        return {}
-    if match is None:
-        raise ReleaseError(
-            f"{pyproject}: the requirement on {package} is not of the form "
-            f'"{package}>=X.Y,<X.Z"; move it by hand (docs/releasing.md)'
-        )
-    old = match.group(1).replace(" ", "")
-    low, high = (padded(part.lstrip("<>=")) for part in old.split(","))
-    if low <= version < high:
-        return {}
-    new = policy_range(version)
-    entry = f"Requires `{package}{new}` (was `{old}`), for {package} {show(version)}."
-    return {
-        pyproject: text[: match.start(1)] + new + text[match.end(1) :],
-        app / "CHANGELOG.md": with_changed_entry(app / "CHANGELOG.md", entry),
-    }
+def moved_ranges(root: Path, package: str, version: Version) -> dict[Path, str]:
+    """New texts of the pyproject.toml and CHANGELOG.md of every package whose range on
+    `package` does not admit `version` (the app on a library, a kernel package on the kernel
+    runtime); empty when every range admits it or nothing depends on `package`."""
+    changes: dict[Path, str] = {}
+    for dependent in package_names(root):
+        folder = root / "packages" / dependent
+        pyproject = folder / "pyproject.toml"
+        text = pyproject.read_text()
+        match = re.search(rf'"{re.escape(package)}\s*(>=[0-9.]+,\s*<[0-9.]+)\s*"', text)
+        if dependent == package or (match is None and f'"{package}' not in text):
+            continue
+        if match is None:
+            raise ReleaseError(
+                f"{pyproject}: the requirement on {package} is not of the form "
+                f'"{package}>=X.Y,<X.Z"; move it by hand (docs/releasing.md)'
+            )
+        old = match.group(1).replace(" ", "")
+        low, high = (padded(part.lstrip("<>=")) for part in old.split(","))
+        if low <= version < high:
+            continue
+        new = policy_range(version)
+        entry = f"Requires `{package}{new}` (was `{old}`), for {package} {show(version)}."
+        changes[pyproject] = text[: match.start(1)] + new + text[match.end(1) :]
+        changes[folder / "CHANGELOG.md"] = with_changed_entry(folder / "CHANGELOG.md", entry)
+    return changes
 
 
 def check_tag(root: Path, tag: str) -> str:
@@ -202,8 +203,8 @@ def check_tag(root: Path, tag: str) -> str:
 
 
 def prepare(root: Path, package: str, request: str, date: str) -> list[str]:
-    """Bump, stamp and move the app's range; returns the lines to print. Every check runs
-    before the first file is written."""
+    """Bump, stamp and move the dependents' ranges; returns the lines to print. Every check
+    runs before the first file is written."""
     folder = check_package(root, package)
     try:
         datetime.date.fromisoformat(date)
@@ -218,8 +219,8 @@ def prepare(root: Path, package: str, request: str, date: str) -> list[str]:
         pyproject: f'{text[: line.start()]}version = "{show(version)}"{text[line.end() :]}',
         folder / "CHANGELOG.md": stamped_changelog(folder / "CHANGELOG.md", version, date),
     }
-    app_changes = moved_app_range(root, package, version)
-    for path, new_text in {**changes, **app_changes}.items():
+    moved = moved_ranges(root, package, version)
+    for path, new_text in {**changes, **moved}.items():
         path.write_text(new_text)
     tag = f"{package}-v{show(version)}"
     check_tag(root, tag)
@@ -227,11 +228,14 @@ def prepare(root: Path, package: str, request: str, date: str) -> list[str]:
         f"packages/{package}/pyproject.toml: version {show(current)} -> {show(version)}",
         f"packages/{package}/CHANGELOG.md: '## {show(version)} - {date}'",
     ]
-    if app_changes:
-        done.append(
-            f"packages/{APP}: its range on {package} now admits {show(version)} (pyproject.toml, "
-            f"CHANGELOG.md); release {APP} after this one (docs/releasing.md)"
-        )
+    for path in moved:
+        if path.name == "pyproject.toml":
+            dependent = path.parent.name
+            done.append(
+                f"packages/{dependent}: its range on {package} now admits {show(version)} "
+                f"(pyproject.toml, CHANGELOG.md); release {dependent} after this one "
+                "(docs/releasing.md)"
+            )
     return done + [
         f"tag {tag} matches the version and the CHANGELOG; to finish:",
         f'  git commit -am "{package} {show(version)}" && git tag {tag} '

@@ -83,6 +83,20 @@ def test_library_minor_release_moves_the_app_range(root, capsys):
     assert f"release {APP} after this one" in capsys.readouterr().out
 
 
+def test_runtime_minor_release_moves_both_kernel_packages_ranges(root, capsys):
+    runtime = "slang-kernel-runtime"
+    assert run(root, "prepare", runtime, "minor", "--date", DATE) == 0
+    out = capsys.readouterr().out
+    for kernels in ("slang-marching-cubes", "slang-rasterizer"):
+        pyproject = (root / "packages" / kernels / "pyproject.toml").read_text()
+        assert f'"{runtime}>=0.2,<0.3"' in pyproject
+        unreleased = changelog(root, kernels).split("## Unreleased", 1)[1].split("\n## ", 1)[0]
+        assert f"Requires `{runtime}>=0.2,<0.3` (was `>=0.1,<0.2`)" in unreleased
+        assert version_of(root, kernels) == "0.1.0"
+        assert f"packages/{kernels}: its range on {runtime} now admits 0.2.0" in out
+    assert runtime not in (root / "packages" / APP / "pyproject.toml").read_text()
+
+
 def test_app_entry_goes_under_one_changed_heading(root):
     app_changelog = root / "packages" / APP / "CHANGELOG.md"
     app_changelog.write_text("# Changelog\n\n## Unreleased\n\n## 0.1.0\n\n- first\n")

@@ -211,32 +211,6 @@ def test_float32_matches_float64_topology():
     assert s32.sdf.dtype == torch.float32 and s32.positions.dtype == torch.float32
 
 
-def test_non_contiguous_inputs():
-    grid = random_sparse_grid((6, 6, 6), 0.8, seed=14)
-    sdf2 = smooth_random_field(grid.vertex_positions(torch.float64), 14)[:, None].repeat(1, 2)
-    attrs = torch.randn(3, grid.num_vertices, dtype=torch.float64).T  # [V, 3] transposed
-    ref = extract_shells(grid, sdf2[:, 0].contiguous(), attrs.contiguous(), [0.0])
-    got = extract_shells(grid, sdf2[:, 0], attrs, [0.0])
-    assert torch.equal(ref.faces, got.faces)
-    torch.testing.assert_close(ref.attributes, got.attributes)
-
-
-def test_empty_grid_and_no_crossing():
-    empty = SparseGrid((4, 4, 4), torch.zeros(0, dtype=torch.long))
-    for grid, sdf in (
-        (empty, torch.zeros(0)),
-        (SparseGrid.full((3, 3, 3)), torch.ones(64)),  # everything outside
-    ):
-        attrs = torch.zeros(grid.num_vertices, 5, requires_grad=True)
-        shells = extract_shells(grid, sdf, attrs, [0.5, 0.0])
-        assert shells.positions.shape == (0, 3) and shells.positions.dtype == torch.float32
-        assert shells.faces.shape == (0, 3) and shells.faces.dtype == torch.int32
-        assert shells.sdf.shape == (0,) and shells.attributes.shape == (0, 5)
-        assert shells.vertex_offsets.tolist() == [0, 0, 0] == shells.face_offsets.tolist()
-        shells.attributes.sum().backward()  # still part of the graph
-        assert attrs.grad is not None and attrs.grad.abs().sum() == 0
-
-
 def test_level_exactly_on_grid_values():
     """Corners equal to the level count as outside (s >= l); meshes stay closed."""
     grid = SparseGrid.full((6, 6, 6))

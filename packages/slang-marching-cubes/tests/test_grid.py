@@ -10,7 +10,7 @@ import pytest
 import torch
 from mc_helpers import band_grid, random_sparse_grid, sphere_sdf
 
-from slang_marching_cubes import SparseGrid, estimate_nbytes
+from slang_marching_cubes import SparseGrid, compilation, estimate_nbytes, reference
 
 
 def _brute_vertices(occ: torch.Tensor) -> torch.Tensor:
@@ -30,14 +30,31 @@ def test_vertices_match_brute_force(shape):
     assert torch.equal(grid.to_dense(), occ)
 
 
-def test_vertices_built_in_small_chunks_match(monkeypatch):
-    from slang_marching_cubes import grid as grid_mod
-
+def test_vertices_built_in_small_chunks_match():
     occ = torch.rand(9, 6, 5, generator=torch.Generator().manual_seed(2)) < 0.4
-    expected = SparseGrid.from_dense(occ).vertices
-    assert torch.equal(
-        grid_mod._vertices_of(SparseGrid.from_dense(occ).voxels, occ.shape, 7), expected
+    grid = SparseGrid.from_dense(occ)
+    chunked = reference.grid_vertices(grid.voxels, grid.voxel_rows, grid.shape, chunk=7)
+    assert torch.equal(chunked, grid.vertices)
+
+
+def test_the_grid_builds_its_vertices_with_its_backend(monkeypatch):
+    resolve = compilation.KERNELS.resolve_backend
+    asked = []
+    monkeypatch.setattr(
+        compilation.KERNELS,
+        "resolve_backend",
+        lambda *args: asked.append(args[0]) or resolve(*args),
     )
+    grid = SparseGrid.full((3, 4, 5), backend="reference")
+    keep = torch.arange(grid.num_voxels) % 2 == 0
+    derived = [grid.prune(keep), grid.dilate(1), grid.resample((6, 8, 10)), grid.to("cpu")]
+    assert [g.backend for g in (grid, *derived)] == ["reference"] * 5
+    assert grid.prune(keep, backend="auto").backend == "auto"
+    assert asked == ["reference"] * 4 + ["auto"]  # `to` moves the vertex list, builds nothing
+    with pytest.raises(ValueError, match="backend='slang' needs CUDA tensors, got voxels on cpu"):
+        SparseGrid.full((2, 2, 2), backend="slang")
+    with pytest.raises(ValueError, match="backend must be 'auto', 'reference' or 'slang'"):
+        SparseGrid.from_ids((2, 2, 2), torch.tensor([0]), backend="cuda")
 
 
 def test_corners_and_positions():

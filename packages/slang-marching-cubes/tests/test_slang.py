@@ -1,16 +1,13 @@
-"""Slang backend == reference (values, order, gradients), on a GPU. Marker ``cuda``."""
+"""Slang backend == reference (values, order, gradients) on large grids, and what only the Slang
+backend does, on a GPU (marker ``cuda``). What every backend must do, Slang included, is in
+test_backends.py (the ``backend`` fixture)."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
 from mc_helpers import (
-    assert_closed_oriented_manifold,
     band_grid,
-    euler_characteristic,
-    mesh_stats,
     smooth_random_field,
     sphere_sdf,
 )
@@ -89,71 +86,13 @@ def test_slang_equals_reference(shape, occupancy, num_levels, seed):
     _assert_close("grad attributes", g_got[1], g_ref[1], 1e-5)
 
 
-@pytest.mark.parametrize("which", ["sdf", "attributes", "sdf without attributes"])
-def test_slang_gradient_of_one_output(which):
-    """sdf and attributes share one interpolation launch: the gradient of either one alone
-    (the other not requiring grad, unused, or absent) equals the reference's."""
-    grid = _grid((24, 20, 28), 0.8, 8)
-    sdf = _field(grid, 0.8, 8).requires_grad_(which != "attributes")
-    attrs = None
-    if which != "sdf without attributes":
-        attrs = torch.randn(grid.num_vertices, 5, device="cuda")
-        attrs.requires_grad_(which == "attributes")
-    grads = {}
-    for backend in ("reference", "slang"):
-        shells = extract_shells(grid, sdf, attrs, _levels(3), backend=backend)
-        out, wrt = (shells.attributes, attrs) if which == "attributes" else (shells.sdf, sdf)
-        weights = torch.linspace(-1.0, 1.0, out.numel(), device="cuda").reshape(out.shape)
-        grads[backend] = torch.autograd.grad((out * weights).sum(), wrt)[0]
-    assert grads["reference"].abs().sum() > 0
-    _assert_close("grad", grads["slang"], grads["reference"], 1e-5)
-
-
-def test_slang_matches_reference_on_cpu_for_a_small_grid():
-    grid = _grid((11, 12, 13), 0.6, 5)
-    sdf = _field(grid, 0.6, 5)
-    got = extract_shells(grid, sdf, None, _levels(3), backend="slang")
-    cpu = extract_shells(grid.to("cpu"), sdf.cpu(), None, _levels(3).cpu(), backend="reference")
-    assert torch.equal(got.faces.cpu(), cpu.faces)
-    _assert_close("positions", got.positions.cpu(), cpu.positions, 1e-6)
-
-
-def test_slang_sphere_is_closed_and_accurate():
-    n = 96
-    grid = band_grid(n, lambda p: sphere_sdf(p, 0.3), 3.0 / n).to("cuda")
-    sdf = sphere_sdf(grid.vertex_positions(torch.float64).cpu(), 0.3).float().cuda()
-    shells = extract_shells(grid, sdf, None, [0.0], backend="slang")
-    faces, pos = shells.faces.cpu(), shells.positions.cpu()
-    assert_closed_oriented_manifold(faces, pos.shape[0])
-    assert euler_characteristic(faces, pos.shape[0]) == 2
-    area, volume = mesh_stats(pos, faces)
-    assert abs(area / (4 * math.pi * 0.09) - 1) < 2e-3
-    assert abs(volume / (4 / 3 * math.pi * 0.027) - 1) < 3e-3
-
-
-def test_slang_empty_and_no_crossing():
-    empty = SparseGrid((4, 4, 4), torch.zeros(0, dtype=torch.long, device="cuda"))
-    full = SparseGrid.full((5, 6, 7), device="cuda")
-    for grid, value in ((empty, 0.0), (full, 1.0)):
-        sdf = torch.full((grid.num_vertices,), value, device="cuda")
-        attrs = torch.zeros(grid.num_vertices, 4, device="cuda", requires_grad=True)
-        shells = extract_shells(grid, sdf, attrs, [0.5, 0.0], backend="slang")
-        assert shells.positions.shape == (0, 3) and shells.faces.shape == (0, 3)
-        assert shells.faces.dtype == torch.int32 and shells.attributes.shape == (0, 4)
-        assert shells.vertex_offsets.tolist() == [0, 0, 0]
-        shells.attributes.sum().backward()
-    torch.cuda.synchronize()
-
-
-def test_slang_non_contiguous_inputs():
-    grid = _grid((20, 20, 20), 0.7, 6)
-    sdf = _field(grid, 0.7, 6)
-    wide = torch.stack((sdf, -sdf), dim=1)  # column 0 is a strided view
-    attrs = torch.randn(6, grid.num_vertices, device="cuda").T
-    ref = extract_shells(grid, sdf, attrs.contiguous(), [0.0], backend="slang")
-    got = extract_shells(grid, wide[:, 0], attrs, [0.0], backend="slang")
-    assert torch.equal(ref.faces, got.faces)
-    torch.testing.assert_close(ref.attributes, got.attributes)
+def test_explicit_slang_with_float64_raises_and_auto_runs_the_reference():
+    grid = _grid((8, 8, 8), 0.9, 7)
+    sdf = _field(grid, 0.9, 7).double()
+    with pytest.raises(ValueError, match=r"backend='slang' needs float32 sdf and attributes"):
+        extract_shells(grid, sdf, None, [0.0], backend="slang")
+    shells = extract_shells(grid, sdf, None, [0.0], backend="auto")
+    assert shells.sdf.dtype == torch.float64 and shells.faces.shape[0] > 0
 
 
 def test_auto_picks_slang_for_float32_cuda():
@@ -195,17 +134,27 @@ def test_2048_grid_with_one_percent_band_fits_in_4gb():
     assert held < 4e9 and peak < 4e9
 
 
-@pytest.mark.parametrize(
-    "shape,fraction", [((7, 1, 9), 0.5), ((33, 20, 41), 0.2), ((64, 64, 64), 0.02)]
-)
-def test_slang_grid_builder_equals_reference(shape, fraction):
+def test_slang_grid_builder_of_no_voxels():
     from slang_marching_cubes import _slang
-    from slang_marching_cubes.grid import _vertices_of
 
-    gen = torch.Generator(device="cuda").manual_seed(1)
-    occ = torch.rand(shape, generator=gen, device="cuda") < fraction
-    grid = SparseGrid.from_dense(occ)  # built by the Slang kernels on CUDA
-    assert torch.equal(grid.vertices, _vertices_of(grid.voxels, grid.shape))
-    assert torch.equal(grid.vertices.cpu(), SparseGrid.from_dense(occ.cpu()).vertices)
-    empty = grid.voxels[:0]
-    assert _slang.grid_vertices(empty, grid.voxel_rows * 0, grid.shape).numel() == 0
+    voxels = torch.zeros(0, dtype=torch.int64, device="cuda")
+    rows = torch.zeros(7 * 8 + 1, dtype=torch.int64, device="cuda")
+    assert _slang.grid_vertices(voxels, rows, (7, 8, 9)).numel() == 0
+
+
+def test_reference_grid_on_cuda_launches_no_slang(monkeypatch):
+    from slang_marching_cubes import _slang
+
+    def no_slang(*args, **kwargs):
+        raise AssertionError("backend='reference' launched a Slang kernel")
+
+    monkeypatch.setattr(_slang._MODULE, "launch", no_slang)
+    occ = torch.rand((9, 8, 7), generator=torch.Generator().manual_seed(2)) < 0.5
+    grid = SparseGrid.from_dense(occ.cuda(), backend="reference")
+    dilated = grid.dilate(1)
+    pruned = dilated.prune(torch.ones(dilated.num_voxels, dtype=torch.bool, device="cuda"))
+    assert pruned.backend == "reference" and pruned.device.type == "cuda"
+    assert torch.equal(grid.vertices.cpu(), SparseGrid.from_dense(occ).vertices)
+    sdf = grid.vertex_positions()[:, 0] - 0.5
+    shells = extract_shells(grid, sdf, None, [0.0], backend="reference")
+    assert shells.faces.shape[0] > 0

@@ -162,17 +162,10 @@ def test_write_ply_rejects(tmp_path):
         write_ply(tmp_path / "x.ply", torch.zeros(3, 3), torch.tensor([[0, 1, 3]]))
 
 
-def test_auto_on_cuda_without_slang_falls_back_with_one_notice(capsys, monkeypatch):
-    from types import SimpleNamespace
+def test_backend_rule_is_the_runtimes_under_this_packages_name():
+    from slang_marching_cubes import compilation, resolve_backend, slang_available
 
-    from slang_marching_cubes import _backend, api
-
-    monkeypatch.setattr(api, "slang_available", lambda: (False, "no slangtorch"))
-    _backend.notice_reference_fallback.cache_clear()
-    fake_cuda = SimpleNamespace(is_cuda=True, dtype=torch.float32)
-    assert api._choose_backend("auto", [fake_cuda]) == "reference"
-    assert api._choose_backend("auto", [fake_cuda]) == "reference"
-    assert capsys.readouterr().err.count("Slang backend is not available (no slangtorch)") == 1
-    cpu = torch.zeros(2)
-    assert api._choose_backend("auto", [cpu]) == "reference"
-    assert capsys.readouterr().err == ""
+    assert resolve_backend == compilation.KERNELS.resolve_backend  # tested in slang-kernel-runtime
+    assert slang_available == compilation.KERNELS.slang_available
+    # the name that its fallback notice and its errors carry
+    assert compilation.KERNELS.PACKAGE == "slang_marching_cubes"

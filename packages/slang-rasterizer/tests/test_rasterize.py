@@ -274,15 +274,6 @@ def test_nested_shells_and_batches():
         assert torch.equal(sr.rasterize(one, mesh).face_index[0], frags.face_index[b])
 
 
-def test_empty_mesh_gives_misses():
-    cams = pinhole(5, 6)
-    empty = sr.ShellMesh(
-        torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.int32), torch.zeros(3, dtype=torch.int64)
-    )
-    frags = sr.rasterize(cams, empty)
-    assert frags.face_index.shape == (1, 2, 5, 6) and (frags.face_index == -1).all()
-
-
 def brute_force_nearest(cameras, mesh, near=0.01, cull=True):
     """Nearest face per (camera, shell, pixel) from every face at every pixel: int64 [B,S,H,W]."""
     h, w = cameras.image_size

@@ -1,4 +1,6 @@
-"""Slang backend == reference (values and gradients). GPU only (marker ``cuda``).
+"""Slang backend == reference (values and gradients) on large scenes, and what only the Slang
+backend does. GPU only (marker ``cuda``). What every backend must do, Slang included, is in
+test_backends.py (the ``backend`` fixture).
 
 Hit decisions can differ between the backends on pixel centres within float rounding of an edge
 or where two faces of one shell are at equal depth; the comparisons therefore allow a tiny
@@ -9,6 +11,7 @@ import math
 
 import pytest
 import torch
+from raster_helpers import report
 
 import slang_rasterizer as sr
 from slang_rasterizer.shapes import icosphere, orbit_cameras, shell_mesh
@@ -16,21 +19,6 @@ from slang_rasterizer.shapes import icosphere, orbit_cameras, shell_mesh
 pytestmark = pytest.mark.cuda
 
 DEV = "cuda"
-
-
-def report(a, b, name, atol, rtol=0.0, max_bad_fraction=0.0):
-    """Assert |a - b| <= atol + rtol |b| except on at most max_bad_fraction of the elements."""
-    a, b = a.double(), b.double()
-    err = (a - b).abs()
-    bad = err > atol + rtol * b.abs()
-    fraction = bad.float().mean().item()
-    rel = (err.norm() / b.norm().clamp_min(1e-30)).item()
-    print(
-        f"{name}: max abs err {err.max().item():.3g}, rel L2 err {rel:.3g}, "
-        f"bad fraction {fraction:.3g} ({int(bad.sum())} of {b.numel()})"
-    )
-    assert fraction <= max_bad_fraction, name
-    return rel
 
 
 def perturbed_shells(subdivisions, radii, seed=0, noise=0.01):
@@ -90,90 +78,23 @@ def compare_renders(got, want, label, max_bad=1e-4, grad_rel=1e-3):
         assert rel < grad_rel, f"{label} {name}: relative L2 error {rel}"
 
 
-# --- single ops ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("n_sh", [1, 4, 9, 16])
-def test_eval_sh_parity(n_sh):
-    g = torch.Generator().manual_seed(n_sh)
-    sh = (torch.rand(5000, n_sh, 3, generator=g) - 0.5).to(DEV).requires_grad_()
-    positions = torch.randn(5000, 3, generator=g).to(DEV)
-    centers = (3 * torch.randn(4, 3, generator=g)).to(DEV)
-    out = {}
-    for backend in ("reference", "slang"):
-        colors = sr.eval_sh(sh, positions, centers, backend=backend)
-        w = torch.randn(
-            colors.shape, generator=torch.Generator(device=DEV).manual_seed(1), device=DEV
-        )
-        (grad,) = torch.autograd.grad((colors * w).sum(), sh)
-        out[backend] = (colors, grad)
-    report(out["slang"][0], out["reference"][0], "sh colors", atol=1e-5)
-    report(out["slang"][1], out["reference"][1], "sh grad", atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize("alpha_max", [0.99, 1.0])
-def test_composite_and_interpolate_parity(alpha_max):
-    g = torch.Generator().manual_seed(0)
-    b, s, h, w = 2, 5, 40, 50
-    sdf = ((torch.rand(b, s, h, w, generator=g) - 0.5) * 0.04).to(DEV)
-    sdf[:, 0, :5] = -1.0  # opaque first hits
-    colors = torch.rand(b, s, h, w, 3, generator=g).to(DEV)
-    hit = (torch.rand(b, s, h, w, generator=g) < 0.7).to(DEV)
-    bg = torch.rand(b, 3, h, w, generator=g).to(DEV)
-    res = {}
-    for backend in ("reference", "slang"):
-        args = [t.clone().requires_grad_() for t in (sdf, colors, bg)]
-        image, alpha = sr.composite(args[0], args[1], hit, 150.0, args[2], alpha_max, backend)
-        gw = torch.Generator(device=DEV).manual_seed(2)
-        loss = (image * torch.randn(image.shape, generator=gw, device=DEV)).sum()
-        loss = loss + (alpha * torch.randn(alpha.shape, generator=gw, device=DEV)).sum()
-        res[backend] = [image, alpha, *torch.autograd.grad(loss, args)]
-    for i, name in enumerate(["image", "alpha", "grad sdf", "grad colors", "grad bg"]):
-        report(res["slang"][i], res["reference"][i], f"composite {name}", atol=1e-4, rtol=1e-4)
-    # interpolate
-    m, n = 300, 200
-    faces = torch.randint(0, n, (m, 3), generator=g, dtype=torch.int32).to(DEV)
-    fi = torch.randint(-1, m, (b, s, h, w), generator=g, dtype=torch.int32).to(DEV)
-    lam = torch.rand(b, s, h, w, 3, generator=g)
-    lam = (lam / lam.sum(-1, keepdim=True))[..., 1:].to(DEV)
-    frags = sr.Fragments(fi, lam)
-    for shape in ((n,), (n, 3), (b, n, 3)):
-        attrs = torch.rand(shape, generator=g).to(DEV)
-        out = {}
-        for backend in ("reference", "slang"):
-            a = attrs.clone().requires_grad_()
-            v = sr.interpolate(a, faces, frags, backend=backend)
-            wv = torch.randn(
-                v.shape, generator=torch.Generator(device=DEV).manual_seed(4), device=DEV
-            )
-            out[backend] = [v, *torch.autograd.grad((v * wv).sum(), a)]
-        report(out["slang"][0], out["reference"][0], f"interpolate {shape}", atol=1e-5)
-        report(
-            out["slang"][1], out["reference"][1], f"interpolate grad {shape}", atol=1e-4, rtol=1e-4
-        )
+def test_explicit_slang_with_float64_raises_and_auto_runs_the_reference():
+    mesh = shell_mesh(perturbed_shells(2, [1.0]), device=DEV)
+    cams = orbit_cameras(1, 3.0, (16, 16), device=DEV)
+    n = mesh.positions.shape[0]
+    sdf = torch.zeros(n, dtype=torch.float64, device=DEV)
+    sh = torch.zeros(n, 4, 3, dtype=torch.float64, device=DEV)
+    bg = torch.ones(3, dtype=torch.float64, device=DEV)
+    with pytest.raises(ValueError, match=r"backend='slang' needs float32 sdf and sh, got float64"):
+        sr.render(cams, mesh, sdf, sh, 100.0, bg, backend="slang")
+    frags = sr.rasterize(cams, mesh, backend="slang")
+    with pytest.raises(ValueError, match=r"backend='slang' needs float32 attributes, got float64"):
+        sr.interpolate(sdf, mesh.faces, frags, backend="slang")
+    image, _ = sr.render(cams, mesh, sdf, sh, 100.0, bg, backend="auto")
+    assert image.dtype == torch.float64 and image.device.type == "cuda"
 
 
 # --- rasterization -------------------------------------------------------------------------
-
-
-def test_rasterize_parity_on_exact_cases():
-    # The tessellated plane with vertices on pixel centres (exact arithmetic): identical hits.
-    n = 20
-    j, i = torch.meshgrid(torch.arange(n + 1), torch.arange(n + 1), indexing="ij")
-    p = torch.stack([i.flatten() + 2.5, j.flatten() + 2.5, torch.ones((n + 1) ** 2)], 1)
-    faces = []
-    for r in range(n):
-        for c in range(n):
-            a, b = r * (n + 1) + c, r * (n + 1) + c + 1
-            faces += [[a, b + n + 1, b], [a, a + n + 1, b + n + 1]]
-    mesh = sr.ShellMesh(p.to(DEV), torch.tensor(faces, dtype=torch.int32, device=DEV),
-                        torch.tensor([0, len(faces)], device=DEV))  # fmt: skip
-    k = torch.tensor([[[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]], device=DEV)
-    cams = sr.Cameras(torch.eye(4, device=DEV)[None], k, (30, 30))
-    ref = sr.rasterize(cams, mesh, cull_backfaces=False, backend="reference")
-    got = sr.rasterize(cams, mesh, cull_backfaces=False, backend="slang")
-    assert torch.equal(got.face_index, ref.face_index)
-    assert torch.allclose(got.bary, ref.bary, atol=1e-6)
 
 
 @pytest.mark.parametrize("cull", [True, False])

@@ -185,15 +185,19 @@ def test_key_layout_raises_before_wrapping():
         _slang.key_layout(4, (8, 8), 2**29)
 
 
-def test_auto_on_cuda_without_slang_falls_back_with_one_notice(capsys, monkeypatch):
-    from slang_rasterizer import _slang_runtime, api
+def test_backend_rule_is_the_runtimes_under_this_packages_name():
+    from slang_rasterizer import compilation, resolve_backend, slang_available
 
-    monkeypatch.setattr(_slang_runtime, "slang_available", lambda: (False, "no slangtorch"))
-    api._notice_reference_fallback.cache_clear()
-    device = torch.device("cuda")
-    assert api.resolve_backend("auto", device) == "reference"
-    assert api.resolve_backend("auto", device) == "reference"
-    err = capsys.readouterr().err
-    assert err.count("Slang backend is not available (no slangtorch)") == 1
-    assert api.resolve_backend("auto", torch.device("cpu")) == "reference"
-    assert capsys.readouterr().err == ""  # CPU tensors: the reference is expected, no notice
+    assert resolve_backend == compilation.KERNELS.resolve_backend  # tested in slang-kernel-runtime
+    assert slang_available == compilation.KERNELS.slang_available
+    # the name that its fallback notice and its errors carry
+    assert compilation.KERNELS.PACKAGE == "slang_rasterizer"
+
+
+def test_explicit_slang_never_runs_the_reference_quietly(good):
+    cams, mesh, sdf, sh, bg = good
+    with pytest.raises(ValueError, match=r"backend='slang' needs CUDA tensors, got sdf and sh on"):
+        sr.render(cams, mesh, sdf.double(), sh.double(), 10.0, bg.double(), backend="slang")
+    frags = sr.rasterize(cams, mesh)
+    with pytest.raises(ValueError, match=r"backend='slang' needs CUDA tensors, got attributes"):
+        sr.interpolate(sdf.double(), mesh.faces, frags, backend="slang")

@@ -8,7 +8,7 @@ reference (`slang_marching_cubes.reference`) and, on CUDA, a Slang backend.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .api import extract_shells, sdf_regularizers, slang_available
+from .api import extract_shells, resolve_backend, sdf_regularizers, slang_available
 from .grid import SparseGrid, estimate_nbytes
 from .reference import interpolate_vertices
 from .shells import Shells, read_ply, write_ply
@@ -25,6 +25,7 @@ __all__ = [
     "extract_shells",
     "sdf_regularizers",
     "slang_available",
+    "resolve_backend",
     "interpolate_vertices",
     "estimate_nbytes",
     "write_ply",

@@ -1,6 +1,9 @@
-"""Slang backend of `extract_shells` (CUDA, float32). The reference (`reference.py`) is the spec.
+"""Slang backend (CUDA): `extract_shells`, `interpolate_pair` and `grid_vertices`, the Slang
+versions of the functions of the same names in `reference.py` (the spec), with the same
+arguments; an autograd Function behind one of them is named after it in both modules
+(`_InterpolateVertices`). Inputs are validated by the public ops (`api.py`, `grid.py`).
 
-Pipeline, all on torch's current stream, two host syncs:
+Pipeline of `extract_shells`, all on torch's current stream, two host syncs:
 
 1. ``mc_classify`` (one thread per occupied voxel): does any level cross the voxel?
 2. ``torch.nonzero`` compacts the active voxels (sync 1: their count).
@@ -19,17 +22,20 @@ grid gradients with float atomic adds.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from . import _table, compilation, reference
-from .grid import SparseGrid
 from .reference import _empty_shells
 from .shells import Shells
 
-_MODULE = compilation.slang_module()  # one SlangModule per process, shared with precompile
+if TYPE_CHECKING:  # the grid module dispatches to this one: no import back at run time
+    from .grid import SparseGrid
+
+_MODULE = compilation.KERNELS.slang_module()  # the package's one SlangModule (also precompile's)
 _BLOCK = 256
 _TABLES: dict[torch.device, tuple[Tensor, Tensor]] = {}
 _INT32_MAX = 2**31 - 1
@@ -53,7 +59,7 @@ def _flat(values: Tensor) -> tuple[Tensor, int]:
     return values.detach().contiguous().view(-1), math.prod(values.shape[1:])  # 1 for [V]
 
 
-class _Interpolate(torch.autograd.Function):
+class _InterpolateVertices(torch.autograd.Function):
     """``out[n] = (1 - t[n]) values[a_n] + t[n] values[b_n]`` for two float32 ``values [V, ...]``
     arrays (the sdf and the attributes) in one launch each way."""
 
@@ -116,19 +122,17 @@ class _Interpolate(torch.autograd.Function):
 def interpolate_pair(
     first: Tensor, second: Tensor, edges: Tensor, t: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """`reference.interpolate_vertices` of two float32 CUDA value arrays (same edges and t)."""
+    """Slang version of `reference.interpolate_pair` (float32 CUDA value arrays): one launch each
+    way for both arrays."""
     width = math.prod(first.shape[1:]) + math.prod(second.shape[1:])
     if edges.shape[0] * width > _INT32_MAX:  # past int32 thread indices
-        return (
-            reference.interpolate_vertices(first, edges, t),
-            reference.interpolate_vertices(second, edges, t),
-        )
-    return _Interpolate.apply(first, second, edges, t.detach())
+        return reference.interpolate_pair(first, second, edges, t)
+    return _InterpolateVertices.apply(first, second, edges, t.detach())
 
 
 def grid_vertices(voxels: Tensor, voxel_rows: Tensor, shape: tuple[int, int, int]) -> Tensor:
-    """Sorted lattice ids of every corner of the voxels (same as `grid._vertices_of`), built
-    by merging the voxel rows around each lattice row: no sort, no per-voxel candidate list."""
+    """Slang version of `reference.grid_vertices` (int64 CUDA tensors): built by merging the
+    voxel rows around each lattice row, with no sort and no per-voxel candidate list."""
     ni, nj, nk = shape
     rows = (ni + 1) * (nj + 1)
     if rows > _INT32_MAX or voxels.numel() > _INT32_MAX:

@@ -9,14 +9,22 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from slang_kernel_runtime import Backend
+
 from . import reference
-from ._backend import notice_reference_fallback, slang_available
-from .grid import SparseGrid, _describe
+from ._lattice import describe as _describe
+from .compilation import KERNELS
+from .grid import SparseGrid
 from .shells import Shells
 
-__all__ = ["extract_shells", "sdf_regularizers", "slang_available"]
+__all__ = ["extract_shells", "sdf_regularizers", "slang_available", "resolve_backend", "Backend"]
 
-Backend = Literal["auto", "reference", "slang"]
+
+#: ``(True, "")`` when the Slang backend can run here, else ``(False, reason)``.
+slang_available = KERNELS.slang_available
+#: ``resolve_backend(backend, device, dtype=None)``: which backend an op runs with. The one rule
+#: of both kernel packages (`slang_kernel_runtime.KernelPackage.resolve_backend`).
+resolve_backend = KERNELS.resolve_backend
 
 
 def _check_values(name: str, x: object, grid: SparseGrid, ndim: int, check_finite: bool) -> Tensor:
@@ -58,28 +66,6 @@ def _check_levels(levels: object, dtype: torch.dtype, device: torch.device) -> T
     return torch.tensor(values, dtype=dtype, device=device)
 
 
-def _choose_backend(backend: str, tensors: Sequence[Tensor]) -> str:
-    if backend not in ("auto", "reference", "slang"):
-        raise ValueError(f"backend must be 'auto', 'reference' or 'slang', got {backend!r}")
-    on_cuda = all(t.is_cuda for t in tensors)
-    if backend == "auto":
-        if on_cuda and all(t.dtype == torch.float32 for t in tensors):
-            ok, why = slang_available()
-            if ok:
-                return "slang"
-            notice_reference_fallback(why)
-        return "reference"
-    if backend == "slang":
-        if not on_cuda:
-            raise ValueError("backend='slang' needs CUDA tensors; use backend='reference' on CPU")
-        if any(t.dtype != torch.float32 for t in tensors):
-            raise ValueError("backend='slang' needs float32 sdf and attributes")
-        ok, why = slang_available()
-        if not ok:
-            raise ValueError(f"backend='slang' is not available: {why}")
-    return backend
-
-
 def extract_shells(
     grid: SparseGrid,
     sdf: Tensor,
@@ -107,7 +93,8 @@ def extract_shells(
         levels: ``[L]`` strictly decreasing levels (tensor or sequence of floats); shell 0 is the
             outermost.
         backend: ``"auto"`` (Slang for float32 CUDA tensors when available, else reference),
-            ``"reference"`` or ``"slang"``.
+            ``"reference"`` or ``"slang"`` (a ValueError says why when it cannot run); see
+            `resolve_backend`.
         check_finite: reject NaN/Inf in ``sdf`` and ``attributes`` (costs one device sync).
 
     Returns:
@@ -126,8 +113,7 @@ def extract_shells(
             f"attributes must have the dtype of sdf ({sdf.dtype}), got {attributes.dtype}"
         )
     lv = _check_levels(levels, sdf.dtype, sdf.device)
-    chosen = _choose_backend(backend, (sdf, attributes))
-    if chosen == "slang":
+    if KERNELS.resolve_backend(backend, sdf.device, sdf.dtype, "sdf and attributes") == "slang":
         from . import _slang
 
         return _slang.extract_shells(grid, sdf, attributes, lv)

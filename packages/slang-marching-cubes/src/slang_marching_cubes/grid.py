@@ -26,148 +26,106 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._backend import slang_available
+from slang_kernel_runtime import BACKENDS, Backend
+
+from . import reference
+from ._lattice import CHUNK, check_shape, describe, lin, lookup, row_starts, unlin
+from .compilation import KERNELS
 
 __all__ = ["SparseGrid", "estimate_nbytes"]
 
-#: voxels processed at once by the chunked builders (bounds transient memory)
-CHUNK = 1 << 20
 
+def grid_vertices(
+    voxels: Tensor, voxel_rows: Tensor, shape: tuple[int, int, int], backend: Backend
+) -> Tensor:
+    """The sorted vertex list of a grid: ``reference.grid_vertices`` in PyTorch, or its Slang
+    version on CUDA, as `resolve_backend` decides for ``backend``."""
+    if KERNELS.resolve_backend(backend, voxels.device, None, "voxels") == "slang":
+        from . import _slang
 
-def _check_shape(shape: Sequence[int], name: str = "shape") -> tuple[int, int, int]:
-    try:
-        out = tuple(int(s) for s in shape)
-    except TypeError:
-        raise ValueError(f"{name} must be 3 positive ints (I, J, K), got {shape!r}") from None
-    if len(out) != 3 or any(s <= 0 for s in out) or any(int(s) != s for s in shape):
-        raise ValueError(f"{name} must be 3 positive ints (I, J, K), got {tuple(shape)!r}")
-    if (out[0] + 1) * (out[1] + 1) * (out[2] + 1) >= 2**62:
-        raise ValueError(f"{name} {out} is too large for int64 vertex ids")
-    return out  # type: ignore[return-value]
-
-
-def _lin(coords: Tensor, dims: tuple[int, int, int]) -> Tensor:
-    return (coords[..., 0] * dims[1] + coords[..., 1]) * dims[2] + coords[..., 2]
-
-
-def _unlin(ids: Tensor, dims: tuple[int, int, int]) -> Tensor:
-    k = ids % dims[2]
-    ij = ids // dims[2]
-    return torch.stack((ij // dims[1], ij % dims[1], k), dim=-1)
-
-
-def _lookup(sorted_ids: Tensor, coords: Tensor, dims: tuple[int, int, int]) -> Tensor:
-    """Index of each coordinate triple in ``sorted_ids`` (a lattice of ``dims``), or -1."""
-    inside = ((coords >= 0) & (coords < torch.tensor(dims, device=coords.device))).all(-1)
-    ids = _lin(coords.clamp(min=0), dims)
-    if sorted_ids.numel() == 0:
-        return torch.full(ids.shape, -1, dtype=torch.int64, device=ids.device)
-    pos = torch.searchsorted(sorted_ids, ids).clamp(max=sorted_ids.numel() - 1)
-    found = inside & (sorted_ids[pos] == ids)
-    return torch.where(found, pos, torch.full_like(pos, -1))
-
-
-def _row_starts(ids: Tensor, rows: int, row_len: int) -> Tensor:
-    """int64 [rows + 1]: start of each row (ids // row_len) in the sorted id list."""
-    bounds = torch.arange(rows + 1, device=ids.device, dtype=torch.int64) * row_len
-    return torch.searchsorted(ids, bounds)
-
-
-def _vertices_of(voxels: Tensor, shape: tuple[int, int, int], chunk: int = CHUNK) -> Tensor:
-    """Sorted unique lattice ids of every corner of the given voxels, built slab by slab.
-
-    A slab of lattice planes ``i in [a, b)`` needs the voxels with ``i in [a-1, b)``; slabs are
-    sized to about ``chunk`` voxels so the transient ``[8 * chunk]`` candidate list stays small.
-    """
-    ni, nj, nk = shape
-    vdims = (ni + 1, nj + 1, nk + 1)
-    if voxels.numel() == 0:
-        return voxels.new_empty(0)
-    plane = nj * nk
-    starts = torch.searchsorted(voxels, torch.arange(ni + 1, device=voxels.device) * plane).tolist()
-    out, a = [], 0
-    while a <= ni:
-        b = a + 1
-        while b <= ni and starts[min(b, ni)] - starts[max(a - 1, 0)] < chunk:
-            b += 1
-        lo, hi = starts[max(a - 1, 0)], starts[min(b, ni)]
-        if hi > lo:
-            coords = _unlin(voxels[lo:hi], shape)
-            offsets = torch.tensor(
-                list(itertools.product((0, 1), repeat=3)), device=voxels.device, dtype=torch.int64
-            )
-            corners = (coords[:, None, :] + offsets[None]).reshape(-1, 3)
-            corners = corners[(corners[:, 0] >= a) & (corners[:, 0] < b)]
-            out.append(torch.unique(_lin(corners, vdims)))
-        a = b
-    return torch.cat(out) if out else voxels.new_empty(0)
+        return _slang.grid_vertices(voxels, voxel_rows, shape)
+    return reference.grid_vertices(voxels, voxel_rows, shape)
 
 
 class SparseGrid:
     """Occupied voxels of an ``(I, J, K)`` grid over ``[0, 1]^3`` and the vertices they use.
 
-    Build with `from_dense`, `from_packed`, `from_coords` or `from_ids`; the constructor itself
-    takes the sorted unique int64 voxel ids. All tensors live on ``voxels.device``.
+    Build with `from_dense`, `from_packed`, `from_coords`, `from_ids` or `full`; the constructor
+    itself takes the sorted unique int64 voxel ids. All tensors live on ``voxels.device``.
 
     Attributes:
         shape: ``(I, J, K)``, the number of voxels along each axis.
         voxels: int64 ``[Nvox]``, sorted unique linear voxel ids ``(i*J + j)*K + k``.
         vertices: int64 ``[V]``, sorted unique linear lattice ids ``(i*(J+1) + j)*(K+1) + k`` of
             every corner of an occupied voxel. Per-vertex parameters are indexed like this list.
+        backend: ``"auto"``, ``"reference"`` or ``"slang"``: what builds the vertex list of this
+            grid and of the grids made from it (`prune`, `dilate`, `resample`, `to`): the
+            reference in PyTorch, or on CUDA the sort-free Slang builder (same result), as
+            `slang_marching_cubes.resolve_backend` decides. ``"slang"`` on a CPU grid raises.
     """
 
     def __init__(
-        self, shape: Sequence[int], voxels: Tensor, *, _vertices: Tensor | None = None
+        self,
+        shape: Sequence[int],
+        voxels: Tensor,
+        *,
+        backend: Backend = "auto",
+        _vertices: Tensor | None = None,
     ) -> None:
-        self.shape = _check_shape(shape)
+        self.shape = check_shape(shape)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be 'auto', 'reference' or 'slang', got {backend!r}")
         if not isinstance(voxels, Tensor) or voxels.dtype != torch.int64 or voxels.dim() != 1:
-            raise ValueError(f"voxels must be an int64 [Nvox] tensor, got {_describe(voxels)}")
+            raise ValueError(f"voxels must be an int64 [Nvox] tensor, got {describe(voxels)}")
         if voxels.numel():
             if bool((voxels[1:] <= voxels[:-1]).any()):
                 raise ValueError("voxels must be sorted and unique (use SparseGrid.from_ids)")
             if int(voxels[0]) < 0 or int(voxels[-1]) >= math.prod(self.shape):
                 raise ValueError(f"voxels must be ids in [0, {math.prod(self.shape)})")
+        self.backend = backend
         self.voxels = voxels.contiguous()
         ni, nj, nk = self.shape
-        self.voxel_rows = _row_starts(self.voxels, ni * nj, nk)  # int64 [I*J + 1]
-        if _vertices is None and self.voxels.is_cuda and slang_available()[0]:
-            from . import _slang  # sort-free Slang builder, same result as _vertices_of
-
-            _vertices = _slang.grid_vertices(self.voxels, self.voxel_rows, self.shape)
-        self.vertices = _vertices_of(self.voxels, self.shape) if _vertices is None else _vertices
-        self.vertex_rows = _row_starts(self.vertices, (ni + 1) * (nj + 1), nk + 1)  # [(I+1)(J+1)+1]
+        self.voxel_rows = row_starts(self.voxels, ni * nj, nk)  # int64 [I*J + 1]
+        if _vertices is None:
+            _vertices = grid_vertices(self.voxels, self.voxel_rows, self.shape, backend)
+        self.vertices = _vertices
+        self.vertex_rows = row_starts(self.vertices, (ni + 1) * (nj + 1), nk + 1)  # [(I+1)(J+1)+1]
 
     # ----------------------------------------------------------------------------- builders
     @classmethod
-    def from_ids(cls, shape: Sequence[int], ids: Tensor) -> SparseGrid:
+    def from_ids(
+        cls, shape: Sequence[int], ids: Tensor, *, backend: Backend = "auto"
+    ) -> SparseGrid:
         """Grid whose occupied voxels have the given linear ids (any order, repeats allowed)."""
-        shape = _check_shape(shape)
+        shape = check_shape(shape)
         if not isinstance(ids, Tensor) or ids.dim() != 1 or ids.dtype.is_floating_point:
-            raise ValueError(f"ids must be an integer [N] tensor, got {_describe(ids)}")
+            raise ValueError(f"ids must be an integer [N] tensor, got {describe(ids)}")
         ids = torch.unique(ids.long())
         if ids.numel() and (int(ids[0]) < 0 or int(ids[-1]) >= math.prod(shape)):
             raise ValueError(f"ids must lie in [0, {math.prod(shape)}) for shape {shape}")
-        return cls(shape, ids)
+        return cls(shape, ids, backend=backend)
 
     @classmethod
-    def from_coords(cls, shape: Sequence[int], coords: Tensor) -> SparseGrid:
+    def from_coords(
+        cls, shape: Sequence[int], coords: Tensor, *, backend: Backend = "auto"
+    ) -> SparseGrid:
         """Grid whose occupied voxels are the integer ``coords [N, 3]`` (i, j, k)."""
-        shape = _check_shape(shape)
+        shape = check_shape(shape)
         if (
             not isinstance(coords, Tensor)
             or coords.dim() != 2
             or coords.shape[1] != 3
             or coords.dtype.is_floating_point
         ):
-            raise ValueError(f"coords must be an integer [N, 3] tensor, got {_describe(coords)}")
+            raise ValueError(f"coords must be an integer [N, 3] tensor, got {describe(coords)}")
         coords = coords.long()
         bad = (coords < 0) | (coords >= torch.tensor(shape, device=coords.device))
         if bool(bad.any()):
             raise ValueError(f"coords must lie in [0, {shape}) per axis")
-        return cls.from_ids(shape, _lin(coords, shape))
+        return cls.from_ids(shape, lin(coords, shape), backend=backend)
 
     @classmethod
-    def from_dense(cls, occupancy: Tensor) -> SparseGrid:
+    def from_dense(cls, occupancy: Tensor, *, backend: Backend = "auto") -> SparseGrid:
         """Grid from a dense boolean occupancy ``[I, J, K]`` (True = occupied)."""
         if (
             not isinstance(occupancy, Tensor)
@@ -175,26 +133,30 @@ class SparseGrid:
             or occupancy.dim() != 3
         ):
             raise ValueError(
-                f"occupancy must be a bool [I, J, K] tensor, got {_describe(occupancy)}"
+                f"occupancy must be a bool [I, J, K] tensor, got {describe(occupancy)}"
             )
-        shape = _check_shape(occupancy.shape, "occupancy.shape")
+        shape = check_shape(occupancy.shape, "occupancy.shape")
         ids = torch.nonzero(occupancy.reshape(-1)).reshape(-1)
-        return cls(shape, ids)
+        return cls(shape, ids, backend=backend)
 
     @classmethod
-    def full(cls, shape: Sequence[int], device: torch.device | str = "cpu") -> SparseGrid:
+    def full(
+        cls, shape: Sequence[int], device: torch.device | str = "cpu", *, backend: Backend = "auto"
+    ) -> SparseGrid:
         """Grid with every voxel occupied."""
-        shape = _check_shape(shape)
-        return cls(shape, torch.arange(math.prod(shape), device=device))
+        shape = check_shape(shape)
+        return cls(shape, torch.arange(math.prod(shape), device=device), backend=backend)
 
     @classmethod
-    def from_packed(cls, bits: Tensor, shape: Sequence[int]) -> SparseGrid:
+    def from_packed(
+        cls, bits: Tensor, shape: Sequence[int], *, backend: Backend = "auto"
+    ) -> SparseGrid:
         """Grid from packed occupancy bits: uint8 ``[ceil(I*J*K / 8)]``.
 
         Bit ``b`` (least significant first) of byte ``n`` is the voxel with linear id ``8n + b``
         (numpy's ``packbits(..., bitorder="little")`` of the flattened occupancy).
         """
-        shape = _check_shape(shape)
+        shape = check_shape(shape)
         n = math.prod(shape)
         if (
             not isinstance(bits, Tensor)
@@ -204,7 +166,7 @@ class SparseGrid:
         ):
             raise ValueError(
                 f"bits must be a uint8 [{(n + 7) // 8}] tensor for shape {shape}, "
-                f"got {_describe(bits)}"
+                f"got {describe(bits)}"
             )
         byte_ids = torch.nonzero(bits).reshape(-1)
         values = bits[byte_ids].long()
@@ -213,7 +175,7 @@ class SparseGrid:
         ids = (byte_ids[:, None] * 8 + shifts)[set_bits.bool()]
         if ids.numel() and int(ids[-1]) >= n:
             raise ValueError("bits has bits set past the last voxel")
-        return cls(shape, ids)
+        return cls(shape, ids, backend=backend)
 
     # ----------------------------------------------------------------------------- exports
     @property
@@ -240,8 +202,9 @@ class SparseGrid:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def to(self, device: torch.device | str) -> SparseGrid:
-        """The same grid on another device."""
-        return SparseGrid(self.shape, self.voxels.to(device), _vertices=self.vertices.to(device))
+        """The same grid (and backend) on another device."""
+        voxels, vertices = self.voxels.to(device), self.vertices.to(device)
+        return SparseGrid(self.shape, voxels, backend=self.backend, _vertices=vertices)
 
     def to_dense(self) -> Tensor:
         """bool ``[I, J, K]`` occupancy."""
@@ -258,11 +221,11 @@ class SparseGrid:
 
     def voxel_coords(self) -> Tensor:
         """int64 ``[Nvox, 3]`` integer coordinates ``(i, j, k)`` of the occupied voxels."""
-        return _unlin(self.voxels, self.shape)
+        return unlin(self.voxels, self.shape)
 
     def vertex_coords(self) -> Tensor:
         """int64 ``[V, 3]`` lattice coordinates ``(i, j, k)`` of the grid vertices."""
-        return _unlin(self.vertices, self.vertex_shape)
+        return unlin(self.vertices, self.vertex_shape)
 
     def vertex_positions(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """``[V, 3]`` vertex positions ``(i/I, j/J, k/K)`` in ``[0, 1]^3``."""
@@ -271,18 +234,18 @@ class SparseGrid:
 
     def find_voxels(self, coords: Tensor) -> Tensor:
         """int64 ``[...]`` index into `voxels` of each voxel ``coords [..., 3]``, -1 if absent."""
-        return _lookup(self.voxels, coords.long(), self.shape)
+        return lookup(self.voxels, coords.long(), self.shape)
 
     def find_vertices(self, coords: Tensor) -> Tensor:
         """int64 ``[...]`` index into `vertices` of lattice ``coords [..., 3]``, -1 if absent."""
-        return _lookup(self.vertices, coords.long(), self.vertex_shape)
+        return lookup(self.vertices, coords.long(), self.vertex_shape)
 
     def voxel_corners(self, start: int = 0, stop: int | None = None) -> Tensor:
         """int32 ``[n, 8]`` vertex indices of the corners of voxels ``start:stop``.
 
         Computed on demand (binary search); corner ``c`` is at offset ``(c>>2&1, c>>1&1, c&1)``.
         """
-        coords = _unlin(self.voxels[start:stop], self.shape)
+        coords = unlin(self.voxels[start:stop], self.shape)
         offsets = torch.tensor(
             list(itertools.product((0, 1), repeat=3)), device=self.device, dtype=torch.int64
         )
@@ -298,44 +261,47 @@ class SparseGrid:
         return self.find_voxels(self.voxel_coords()[:, None, :] + offsets)
 
     # ----------------------------------------------------------------------------- editing
-    def prune(self, keep: Tensor) -> SparseGrid:
-        """Grid of the voxels where ``keep`` (bool ``[Nvox]``) is True."""
+    def prune(self, keep: Tensor, *, backend: Backend | None = None) -> SparseGrid:
+        """Grid of the voxels where ``keep`` (bool ``[Nvox]``) is True; ``backend``: of the new
+        grid (default: this grid's)."""
         if (
             not isinstance(keep, Tensor)
             or keep.dtype != torch.bool
             or keep.shape != (self.num_voxels,)
         ):
             raise ValueError(
-                f"keep must be a bool [{self.num_voxels}] tensor, got {_describe(keep)}"
+                f"keep must be a bool [{self.num_voxels}] tensor, got {describe(keep)}"
             )
         if keep.device != self.device:
             raise ValueError(f"keep must be on {self.device}, got {keep.device}")
-        return SparseGrid(self.shape, self.voxels[keep])
+        return SparseGrid(self.shape, self.voxels[keep], backend=backend or self.backend)
 
-    def dilate(self, k: int = 1) -> SparseGrid:
-        """Grid grown by ``k`` voxels in the Chebyshev (box) sense, clipped to the grid."""
+    def dilate(self, k: int = 1, *, backend: Backend | None = None) -> SparseGrid:
+        """Grid grown by ``k`` voxels in the Chebyshev (box) sense, clipped to the grid;
+        ``backend``: of the new grid (default: this grid's)."""
         if not isinstance(k, int) or k < 0:
             raise ValueError(f"k must be an int >= 0, got {k!r}")
         ids = self.voxels
         for axis in range(3):  # a box dilation is separable: one axis after the other
-            coords = _unlin(ids, self.shape)
+            coords = unlin(ids, self.shape)
             parts = []
             for d in range(-k, k + 1):
                 c = coords.clone()
                 c[:, axis] += d
                 c = c[(c[:, axis] >= 0) & (c[:, axis] < self.shape[axis])]
-                parts.append(_lin(c, self.shape))
+                parts.append(lin(c, self.shape))
             ids = torch.unique(torch.cat(parts))
-        return SparseGrid(self.shape, ids)
+        return SparseGrid(self.shape, ids, backend=backend or self.backend)
 
-    def resample(self, shape: Sequence[int]) -> SparseGrid:
+    def resample(self, shape: Sequence[int], *, backend: Backend | None = None) -> SparseGrid:
         """Grid at a larger (or equal) resolution covering the same region.
 
         A new voxel is occupied iff it overlaps (with positive volume) an occupied old voxel.
         Exact integer arithmetic, so any ratio works (128 -> 192, 256 -> 320, ...). Transfer
-        per-vertex values to the new grid with `transfer`.
+        per-vertex values to the new grid with `transfer`. ``backend``: of the new grid (default:
+        this grid's).
         """
-        new = _check_shape(shape)
+        new = check_shape(shape)
         if any(n < o for n, o in zip(new, self.shape, strict=True)):
             raise ValueError(f"shape must be >= the current shape {self.shape} per axis, got {new}")
         coords = self.voxel_coords()
@@ -349,9 +315,9 @@ class SparseGrid:
         for di, dj, dk in itertools.product(*(range(r[2]) for r in ranges)):
             c = torch.stack((ranges[0][0] + di, ranges[1][0] + dj, ranges[2][0] + dk), dim=1)
             ok = (c[:, 0] < ranges[0][1]) & (c[:, 1] < ranges[1][1]) & (c[:, 2] < ranges[2][1])
-            parts.append(_lin(c[ok], new))
+            parts.append(lin(c[ok], new))
         ids = torch.unique(torch.cat(parts)) if parts else self.voxels.new_empty(0)
-        return SparseGrid(new, ids)
+        return SparseGrid(new, ids, backend=backend or self.backend)
 
     def transfer(self, values: Tensor, target: SparseGrid, max_radius: int = 8) -> Tensor:
         """Per-vertex ``values [V, ...]`` of this grid, evaluated at ``target``'s vertices.
@@ -372,7 +338,7 @@ class SparseGrid:
             or values.shape[0] != self.num_vertices
         ):
             raise ValueError(
-                f"values must be a [{self.num_vertices}, ...] tensor, got {_describe(values)}"
+                f"values must be a [{self.num_vertices}, ...] tensor, got {describe(values)}"
             )
         if not values.dtype.is_floating_point:
             raise ValueError(f"values must be floating point, got {values.dtype}")
@@ -394,7 +360,7 @@ class SparseGrid:
         dev = self.device
         tdims = torch.tensor(target.shape, device=dev)
         sdims = torch.tensor(self.shape, device=dev)
-        tcoords = _unlin(target.vertices[start:stop], target.vertex_shape)
+        tcoords = unlin(target.vertices[start:stop], target.vertex_shape)
         # position in units of this grid's voxels: q = tcoords * sdims / tdims (exact rational)
         num = tcoords * sdims  # q = num / tdims
         cell = torch.minimum(num // tdims, sdims - 1)
@@ -426,7 +392,7 @@ class SparseGrid:
                 f"target has vertices more than max_radius={max_radius} voxels away from every "
                 "occupied voxel of this grid"
             )
-        vcoords = _unlin(self.voxels[best_voxel], self.shape)
+        vcoords = unlin(self.voxels[best_voxel], self.shape)
         u = (q - vcoords.double()).to(values.dtype)  # local coordinates, may leave [0, 1]
         result = 0
         for c in range(8):
@@ -440,11 +406,5 @@ class SparseGrid:
 
 def estimate_nbytes(shape: Sequence[int], num_voxels: int, num_vertices: int) -> int:
     """Bytes a `SparseGrid` holds for the given counts (ids int64, row tables int64)."""
-    ni, nj, _ = _check_shape(shape)
+    ni, nj, _ = check_shape(shape)
     return 8 * (num_voxels + num_vertices + (ni * nj + 1) + ((ni + 1) * (nj + 1) + 1))
-
-
-def _describe(x: object) -> str:
-    if isinstance(x, Tensor):
-        return f"{str(x.dtype).replace('torch.', '')} {list(x.shape)} on {x.device}"
-    return type(x).__name__

@@ -15,15 +15,59 @@ id is the lexicographically largest ``(a', b')``.
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from . import _table
-from .grid import SparseGrid, _unlin
+from ._lattice import CHUNK, lin, unlin
 from .shells import Shells
 
-__all__ = ["corner_laplacians", "extract_shells", "sdf_regularizers", "interpolate_vertices"]
+if TYPE_CHECKING:  # the grid module dispatches to this one: no import back at run time
+    from .grid import SparseGrid
+
+__all__ = [
+    "grid_vertices",
+    "corner_laplacians",
+    "extract_shells",
+    "sdf_regularizers",
+    "interpolate_vertices",
+    "interpolate_pair",
+]
+
+
+def grid_vertices(
+    voxels: Tensor, voxel_rows: Tensor, shape: tuple[int, int, int], chunk: int = CHUNK
+) -> Tensor:
+    """Reference of the `SparseGrid` vertex list: sorted unique lattice ids of every corner of
+    the sorted unique ``voxels`` (int64 ``[Nvox]``; ``voxel_rows`` int64 ``[I*J + 1]``, the start
+    of each ``(i, j)`` row), built slab by slab.
+
+    A slab of lattice planes ``i in [a, b)`` needs the voxels with ``i in [a-1, b)``; slabs are
+    sized to about ``chunk`` voxels so the transient ``[8 * chunk]`` candidate list stays small.
+    """
+    ni, nj, nk = shape
+    vdims = (ni + 1, nj + 1, nk + 1)
+    if voxels.numel() == 0:
+        return voxels.new_empty(0)
+    starts = voxel_rows[::nj].tolist()  # start of each plane i in [0, I], the end included
+    out, a = [], 0
+    while a <= ni:
+        b = a + 1
+        while b <= ni and starts[min(b, ni)] - starts[max(a - 1, 0)] < chunk:
+            b += 1
+        lo, hi = starts[max(a - 1, 0)], starts[min(b, ni)]
+        if hi > lo:
+            coords = unlin(voxels[lo:hi], shape)
+            offsets = torch.tensor(
+                list(itertools.product((0, 1), repeat=3)), device=voxels.device, dtype=torch.int64
+            )
+            corners = (coords[:, None, :] + offsets[None]).reshape(-1, 3)
+            corners = corners[(corners[:, 0] >= a) & (corners[:, 0] < b)]
+            out.append(torch.unique(lin(corners, vdims)))
+        a = b
+    return torch.cat(out) if out else voxels.new_empty(0)
 
 
 def _owner_candidates() -> list[list[tuple[tuple[int, int, int], int]]]:
@@ -53,7 +97,7 @@ def neighbor_bit(off: tuple[int, int, int]) -> int:
 def neighbor_masks(grid: SparseGrid, index: Tensor) -> Tensor:
     """int64 ``[n]``: bit ``neighbor_bit(off)`` set iff the voxel at ``off`` from voxel
     ``grid.voxels[index]`` is occupied (18 edge-sharing offsets, plus bit 13 for itself)."""
-    coords = _unlin(grid.voxels[index], grid.shape)
+    coords = unlin(grid.voxels[index], grid.shape)
     offs = torch.tensor(NEIGHBOR_OFFSETS, device=grid.device)
     found = grid.find_voxels(coords[:, None, :] + offs) >= 0  # [n, 18]
     bits = torch.tensor([1 << neighbor_bit(o) for o in NEIGHBOR_OFFSETS], device=grid.device)
@@ -150,7 +194,7 @@ def _ownership(grid: SparseGrid, index: Tensor) -> tuple[Tensor, Tensor, Tensor]
     else:
         index_all = index
     owned, owner_offset, owner_slot = owned_and_owner(neighbor_masks(grid, index_all))
-    own_coords = _unlin(grid.voxels[index_all], grid.shape)[:, None, :] + owner_offset
+    own_coords = unlin(grid.voxels[index_all], grid.shape)[:, None, :] + owner_offset
     owner_voxel = grid.find_voxels(own_coords)  # [n, 12]
     if not cache:
         return owned, owner_slot, owner_voxel
@@ -198,6 +242,14 @@ def interpolate_vertices(values: Tensor, edges: Tensor, t: Tensor) -> Tensor:
     This is how `Shells.sdf` and `Shells.attributes` are made from the grid values.
     """
     return _InterpolateVertices.apply(values, edges[:, 0], edges[:, 1], t.detach().to(values.dtype))
+
+
+def interpolate_pair(
+    first: Tensor, second: Tensor, edges: Tensor, t: Tensor
+) -> tuple[Tensor, Tensor]:
+    """`interpolate_vertices` of two value arrays with the same edges and ``t`` (the vertex sdf
+    and attributes of `extract_shells`)."""
+    return interpolate_vertices(first, edges, t), interpolate_vertices(second, edges, t)
 
 
 def _empty_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Tensor) -> Shells:
@@ -266,7 +318,7 @@ def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Te
     denom = sb - sa
     safe = torch.where(denom == 0, torch.ones_like(denom), denom)
     t = torch.where(denom == 0, torch.full_like(sa, 0.5), ((lv - sa) / safe).clamp(0, 1)).detach()
-    lower = _unlin(grid.vertices[a], grid.vertex_shape)  # lattice coords of the lower end
+    lower = unlin(grid.vertices[a], grid.vertex_shape)  # lattice coords of the lower end
     axis = slot // 4
     step = torch.nn.functional.one_hot(axis, 3).to(torch.float32) * t.to(torch.float32)[:, None]
     dims = torch.tensor(grid.shape, dtype=torch.float32, device=dev)
@@ -296,13 +348,14 @@ def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Te
     o_slot = owner_slot[f_vox[:, None], f_slots]
     faces = vid[f_level[:, None], o_act, o_slot].to(torch.int32)
 
+    vertex_sdf, vertex_attributes = interpolate_pair(sdf, attributes, edges, t)
     return Shells(
         positions=positions,
         faces=faces,
         vertex_offsets=vertex_offsets,
         face_offsets=face_offsets,
-        sdf=interpolate_vertices(sdf, edges, t),
-        attributes=interpolate_vertices(attributes, edges, t),
+        sdf=vertex_sdf,
+        attributes=vertex_attributes,
         edges=edges,
         t=t,
         face_voxels=active[f_vox].to(torch.int32),

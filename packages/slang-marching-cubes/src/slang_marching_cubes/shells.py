@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Shells", "write_ply"]
+__all__ = ["Shells", "write_ply", "read_ply"]
 
 
 @dataclass
@@ -61,47 +63,93 @@ class Shells:
         return self.positions[v0:v1], self.faces[f0:f1] - v0
 
 
-def write_ply(path: str | Path, positions: Tensor, faces: Tensor) -> None:
-    """Write a triangle mesh as a binary little-endian PLY file.
+def _array(name: str, value: object, what: str) -> np.ndarray:
+    if isinstance(value, Tensor):
+        value = value.detach().cpu()
+        return (value.float() if value.dtype in (torch.float16, torch.bfloat16) else value).numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    raise ValueError(f"{name} must be {what} tensor or array, got {value!r:.80}")
+
+
+def write_ply(
+    path: str | Path,
+    positions: Tensor | np.ndarray,
+    faces: Tensor | np.ndarray,
+    colors: Tensor | np.ndarray | None = None,
+) -> None:
+    """Write a triangle mesh as a binary little-endian PLY file, atomically (a temporary file
+    next to ``path``, renamed into place).
 
     Args:
         path: output file.
-        positions: float ``[N, 3]`` vertex positions.
-        faces: integer ``[M, 3]`` vertex indices in ``[0, N)``.
+        positions: float ``[N, 3]`` vertex positions (tensor or NumPy array), stored as float32.
+        faces: integer ``[M, 3]`` vertex indices in ``[0, N)``, stored as int32.
+        colors: optional uint8 ``[N, 3]`` RGB per vertex (properties ``red green blue``).
     """
-    if not isinstance(positions, Tensor) or positions.dim() != 2 or positions.shape[1] != 3:
-        raise ValueError(f"positions must be a float [N, 3] tensor, got {positions!r:.80}")
-    if not isinstance(faces, Tensor) or faces.dim() != 2 or faces.shape[1] != 3:
-        raise ValueError(f"faces must be an integer [M, 3] tensor, got {faces!r:.80}")
-    if faces.dtype.is_floating_point:
-        raise ValueError(f"faces must be an integer [M, 3] tensor, got {faces.dtype}")
-    pos = positions.detach().to("cpu", torch.float32).numpy()
-    tri = faces.detach().to("cpu", torch.int32).numpy()
+    pos = _array("positions", positions, "a float [N, 3]")
+    tri = _array("faces", faces, "an integer [M, 3]")
+    if pos.ndim != 2 or pos.shape[1] != 3 or not np.issubdtype(pos.dtype, np.floating):
+        raise ValueError(f"positions must be a float [N, 3] tensor or array, got {positions!r:.80}")
+    if tri.ndim != 2 or tri.shape[1] != 3 or not np.issubdtype(tri.dtype, np.integer):
+        raise ValueError(f"faces must be an integer [M, 3] tensor or array, got {faces!r:.80}")
     if tri.size and (tri.min() < 0 or tri.max() >= len(pos)):
         raise ValueError(f"faces must index [0, {len(pos)}), got [{tri.min()}, {tri.max()}]")
+    fields = [("p", "<f4", (3,))]
+    properties = "property float x\nproperty float y\nproperty float z\n"
+    if colors is not None:
+        rgb = _array("colors", colors, f"a uint8 [{len(pos)}, 3]")
+        if rgb.shape != (len(pos), 3) or rgb.dtype != np.uint8:
+            raise ValueError(
+                f"colors must be a uint8 [{len(pos)}, 3] tensor or array, got {colors!r:.80}"
+            )
+        fields.append(("c", "u1", (3,)))
+        properties += "property uchar red\nproperty uchar green\nproperty uchar blue\n"
     header = (
-        "ply\nformat binary_little_endian 1.0\n"
-        f"element vertex {len(pos)}\nproperty float x\nproperty float y\nproperty float z\n"
+        f"ply\nformat binary_little_endian 1.0\nelement vertex {len(pos)}\n{properties}"
         f"element face {len(tri)}\nproperty list uchar int vertex_indices\nend_header\n"
     )
+    vertex = np.zeros(len(pos), dtype=fields)  # packed: 12 bytes, 15 with colors
+    vertex["p"] = pos
+    if colors is not None:
+        vertex["c"] = rgb
     face_rec = np.zeros(len(tri), dtype=[("n", "u1"), ("v", "<i4", (3,))])
     face_rec["n"] = 3
     face_rec["v"] = tri
-    with open(path, "wb") as f:
-        f.write(header.encode("ascii"))
-        f.write(pos.astype("<f4").tobytes())
-        f.write(face_rec.tobytes())
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header.encode("ascii"))
+            f.write(vertex.tobytes())
+            f.write(face_rec.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_PLY_TYPES = {"float": "<f4", "uchar": "u1"}
 
 
 def read_ply(path: str | Path) -> tuple[Tensor, Tensor]:
-    """Read back a file written by `write_ply`: ``(positions float32 [N,3], faces int32 [M,3])``."""
+    """Read back a file written by `write_ply`: ``(positions float32 [N,3], faces int32 [M,3])``
+    (vertex colors, if any, are skipped)."""
     data = Path(path).read_bytes()
     end = data.index(b"end_header\n") + len(b"end_header\n")
     header = data[:end].decode("ascii").split("\n")
     nv = int(next(h for h in header if h.startswith("element vertex")).split()[-1])
     nf = int(next(h for h in header if h.startswith("element face")).split()[-1])
-    pos = np.frombuffer(data, dtype="<f4", count=3 * nv, offset=end).reshape(nv, 3)
+    first = header.index(next(h for h in header if h.startswith("element vertex"))) + 1
+    fields = []
+    for line in header[first:]:
+        if not line.startswith("property "):
+            break
+        _, kind, name = line.split()
+        fields.append((name, _PLY_TYPES[kind]))
+    vertex = np.frombuffer(data, dtype=fields, count=nv, offset=end)
+    pos = np.stack([vertex["x"], vertex["y"], vertex["z"]], axis=-1).astype(np.float32)
     rec = np.frombuffer(
-        data, dtype=[("n", "u1"), ("v", "<i4", (3,))], count=nf, offset=end + 12 * nv
+        data, dtype=[("n", "u1"), ("v", "<i4", (3,))], count=nf, offset=end + vertex.nbytes
     )
-    return torch.from_numpy(pos.copy()), torch.from_numpy(rec["v"].copy())
+    return torch.from_numpy(pos), torch.from_numpy(rec["v"].copy())

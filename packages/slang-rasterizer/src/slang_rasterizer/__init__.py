@@ -4,7 +4,7 @@ Public API:
     Cameras, ShellMesh, Fragments      input/output containers (validated on construction)
     render                             rasterize + shade + composite, modes "fused" | "explicit"
     rasterize, interpolate, eval_sh, composite   the explicit-mode pieces
-    MAX_FUSED_SHELLS, resolve_backend
+    MAX_FUSED_SHELLS, resolve_backend, slang_available
 The pure-PyTorch specification is ``slang_rasterizer.reference``.
 """
 
@@ -18,6 +18,7 @@ from .api import (
     rasterize,
     render,
     resolve_backend,
+    slang_available,
 )
 from .types import Cameras, Fragments, ShellMesh
 
@@ -38,4 +39,5 @@ __all__ = [
     "composite",
     "MAX_FUSED_SHELLS",
     "resolve_backend",
+    "slang_available",
 ]

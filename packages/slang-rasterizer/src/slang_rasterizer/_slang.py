@@ -1,8 +1,12 @@
 """The Slang backend: autograd Functions that launch the kernels of ``slang/rasterizer.slang``.
 
-Same signatures and results as ``reference.py`` (the specification); the public functions in
-``api.py`` validate inputs and dispatch here for CUDA tensors. Every kernel is in the one
-entry module, compiled once per machine by ``_slang_runtime.SlangModule``.
+Same names, signatures and results as ``reference.py`` (the specification); the public
+functions in ``api.py`` validate inputs and dispatch here for CUDA tensors. An autograd Function
+behind an op is named after it in both modules (``_FusedRender`` is the fused mode of ``render``
+in both; ``_Interpolate``, ``_Composite`` and ``_EvalSH`` exist only here, the reference is
+differentiated by torch). Every kernel is in the one
+entry module, compiled once per machine by the package's one ``SlangModule``
+(``compilation.KERNELS``, from slang_kernel_runtime).
 
 Pipeline of a render (both modes share the binning):
 1. camera-space vertices [B, N, 3] (torch);
@@ -16,20 +20,15 @@ Pipeline of a render (both modes share the binning):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from . import reference
-from ._slang_runtime import SlangModule
+from . import compilation, reference
 from .types import Cameras, Fragments, ShellMesh
 
-_MODULE = SlangModule(
-    package="slang_rasterizer",
-    entry=Path(__file__).parent / "slang" / "rasterizer.slang",
-)
+_MODULE = compilation.KERNELS.slang_module()  # the package's one SlangModule (also precompile's)
 
 TILE = 16  # must match raster_common.slang
 _MAX_SHELLS = 16  # MAX_SHELLS of raster_common.slang

@@ -1,27 +1,29 @@
 """Public operations: validate the inputs, pick a backend, dispatch.
 
 Every op has a pure-PyTorch reference (``slang_rasterizer.reference``, CPU and CUDA) and a Slang
-implementation (``slang_rasterizer._slang``, CUDA). ``backend="auto"`` picks Slang when the
-tensors are on CUDA and the Slang runtime is available, the reference otherwise.
+implementation (``slang_rasterizer._slang``, CUDA). Which one runs is `resolve_backend`'s rule,
+the same for every op of both kernel packages.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import sys
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from slang_kernel_runtime import Backend
+
 from . import reference
+from .compilation import KERNELS
 from .types import Cameras, Fragments, ShellMesh, describe
 
 __all__ = [
     "MAX_FUSED_SHELLS",
     "Backend",
     "resolve_backend",
+    "slang_available",
     "rasterize",
     "interpolate",
     "eval_sh",
@@ -29,7 +31,6 @@ __all__ = [
     "render",
 ]
 
-Backend = Literal["auto", "reference", "slang"]
 
 MAX_FUSED_SHELLS = 16
 """Most shells the fused mode supports (one slot per shell per pixel; MAX_SHELLS in Slang)."""
@@ -37,38 +38,11 @@ MAX_FUSED_SHELLS = 16
 _FLOATS = (torch.float32, torch.float64)
 
 
-@functools.cache
-def _notice_reference_fallback(why: str) -> None:
-    """One line on stderr, once per reason: CUDA tensors run on the (slow) reference backend."""
-    print(
-        f"slang_rasterizer: the Slang backend is not available ({why}); using the pure-PyTorch "
-        "reference backend (slow). `python -m slang_rasterizer info` says more.",
-        file=sys.stderr,
-    )
-
-
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """ "reference" or "slang" for ``backend`` ("auto", "reference" or "slang") on ``device``."""
-    if backend not in ("auto", "reference", "slang"):
-        raise ValueError(f"backend must be 'auto', 'reference' or 'slang', got {backend!r}")
-    if backend == "reference":
-        return backend
-    from ._slang_runtime import slang_available
-
-    on_cuda = device.type == "cuda"
-    if backend == "auto":
-        if not on_cuda:
-            return "reference"
-        ok, why = slang_available()
-        if not ok:
-            _notice_reference_fallback(why)
-        return "slang" if ok else "reference"
-    if not on_cuda:
-        raise ValueError(f"backend='slang' needs CUDA tensors, got tensors on {device}")
-    ok, why = slang_available()
-    if not ok:
-        raise ValueError(f"backend='slang' is not available: {why}")
-    return backend
+#: ``(True, "")`` when the Slang backend can run here, else ``(False, reason)``.
+slang_available = KERNELS.slang_available
+#: ``resolve_backend(backend, device, dtype=None)``: which backend an op runs with. The one rule
+#: of both kernel packages (`slang_kernel_runtime.KernelPackage.resolve_backend`).
+resolve_backend = KERNELS.resolve_backend
 
 
 def _check_type(value, cls, name: str):
@@ -115,7 +89,7 @@ def rasterize(
     near = _check_near(near)
     if cameras.device != mesh.device:
         raise ValueError(f"cameras are on {cameras.device} but the mesh on {mesh.device}")
-    if resolve_backend(backend, mesh.device) == "slang":
+    if KERNELS.resolve_backend(backend, mesh.device, None, "mesh") == "slang":
         from . import _slang
 
         return _slang.rasterize(cameras, mesh, near, bool(cull_backfaces))
@@ -170,7 +144,7 @@ def interpolate(
         raise ValueError(f"fragments.face_index must be < M = {faces.shape[0]}")
     scalar = attributes.dim() == 1
     attrs = attributes[:, None] if scalar else attributes
-    if resolve_backend(backend, device) == "slang" and attrs.dtype == torch.float32:
+    if KERNELS.resolve_backend(backend, device, attrs.dtype, "attributes") == "slang":
         from . import _slang
 
         out = _slang.interpolate(attrs, faces, fragments)
@@ -218,7 +192,7 @@ def eval_sh(
         )  # fmt: skip
         raise ValueError(f"camera_centers must be float [B, 3], got {got}")
     _check_same_device(positions.device, sh=sh, camera_centers=camera_centers)
-    if resolve_backend(backend, sh.device) == "slang" and sh.dtype == torch.float32:
+    if KERNELS.resolve_backend(backend, sh.device, sh.dtype, "sh") == "slang":
         from . import _slang
 
         return _slang.eval_sh(sh, positions.float(), camera_centers.float())
@@ -300,7 +274,7 @@ def composite(
     if background is None:
         background = torch.zeros(3, dtype=sdf.dtype, device=sdf.device)
     background = _check_background(background, bsz, h, w, sdf.device)
-    if resolve_backend(backend, sdf.device) == "slang" and sdf.dtype == torch.float32:
+    if KERNELS.resolve_backend(backend, sdf.device, sdf.dtype, "sdf and colors") == "slang":
         from . import _slang
 
         c, t = _slang.composite(sdf, colors, hit, sharpness, alpha_max)
@@ -383,7 +357,7 @@ def render(
             f"mesh.num_shells = {mesh.num_shells}; use mode='explicit'"
         )
     args = (cameras, mesh, sdf, sh, sharpness, background, mode, ssaa, near, alpha_max)
-    if resolve_backend(backend, device) == "slang" and sdf.dtype == torch.float32:
+    if KERNELS.resolve_backend(backend, device, sdf.dtype, "sdf and sh") == "slang":
         from . import _slang
 
         return _slang.render(*args, bool(cull_backfaces))

@@ -412,7 +412,7 @@ def _shade(sdf_values, color_values, bary, hit, sharpness, alpha_max):
     return composite(sdf_px, col_px, hit, sharpness, alpha_max)
 
 
-class _FusedReference(torch.autograd.Function):
+class _FusedRender(torch.autograd.Function):
     """Fused mode: walk bands of rows, composite per band, back-propagate per band.
 
     When the hits of all cameras fit in ``_KEEP_HITS`` (camera, shell, pixel) entries (16 bytes
@@ -512,9 +512,7 @@ def render(
         )
         c, t = c.permute(0, 3, 1, 2), t[:, None]
     else:
-        c, t = _FusedReference.apply(
-            sdf, colors, hi, mesh, near, cull_backfaces, sharpness, alpha_max
-        )
+        c, t = _FusedRender.apply(sdf, colors, hi, mesh, near, cull_backfaces, sharpness, alpha_max)
     return finish(c, t, background, ssaa)
 
 

@@ -1,7 +1,7 @@
 """Benchmark: host time of one kernel launch through the Slang runtime (argument checks + packing).
 
-CPU (no GPU needed): the per-launch Python work for the parameter list of ``mc_emit``
-(18 tensors, 5 ints; the largest kernel of the extraction) and of the runtime's probe kernel
+CPU (no GPU needed): the per-launch Python work for the parameter list of slang_marching_cubes'
+``mc_emit`` (18 tensors, 5 ints; the largest kernel of the extraction) and of the probe kernel
 ``affine_fwd`` (2 tensors, 3 scalars), packed two ways:
 
 - ``per call``: what the runtime did before the launcher cache: ``pack_arguments`` (full
@@ -29,13 +29,16 @@ from pathlib import Path
 
 import torch
 
-from slang_marching_cubes import _slang_runtime as rt
+from slang_kernel_runtime import SlangModule
+from slang_kernel_runtime.abi import KernelLauncher, pack_arguments
+from slang_kernel_runtime.driver import Driver
+from slang_kernel_runtime.parsing import Param
 
 PROBE = Path(__file__).resolve().parents[1] / "tests" / "data" / "runtime_probe.slang"
 
 EMIT = [
     *[
-        rt.Param(name, "tensor", dtype)
+        Param(name, "tensor", dtype)
         for name, dtype in [
             ("active_index", "int64"),
             ("voxels", "int64"),
@@ -57,18 +60,18 @@ EMIT = [
             ("face_voxels", "int32"),
         ]
     ],
-    *[rt.Param(name, "int") for name in ("num_active", "num_levels", "I", "J", "K")],
+    *[Param(name, "int") for name in ("num_active", "num_levels", "I", "J", "K")],
 ]
 AFFINE = [
-    rt.Param("x", "tensor", "float32"),
-    rt.Param("y", "tensor", "float32"),
-    rt.Param("scale", "float"),
-    rt.Param("offset", "int"),
-    rt.Param("negate", "bool"),
+    Param("x", "tensor", "float32"),
+    Param("y", "tensor", "float32"),
+    Param("scale", "float"),
+    Param("offset", "int"),
+    Param("negate", "bool"),
 ]
 
 
-def arguments(params: list[rt.Param], device: str) -> dict:
+def arguments(params: list[Param], device: str) -> dict:
     args = {}
     for p in params:
         if p.kind == "tensor":
@@ -79,7 +82,7 @@ def arguments(params: list[rt.Param], device: str) -> dict:
 
 
 def per_call(params, kwargs, require_cuda):
-    packed = rt.pack_arguments("k", params, kwargs, require_cuda)
+    packed = pack_arguments("k", params, kwargs, require_cuda)
     return (ctypes.c_void_p * len(packed))(
         *[ctypes.cast(ctypes.pointer(a), ctypes.c_void_p) for a in packed]
     )
@@ -102,7 +105,7 @@ def bench_packing(repeats: int) -> None:
     print("|---|---:|---:|---:|---:|")
     for name, params in (("mc_emit", EMIT), ("affine_fwd", AFFINE)):
         kwargs = arguments(params, "cpu")
-        launcher = rt.KernelLauncher(name, params, require_cuda=False)
+        launcher = KernelLauncher(name, params, require_cuda=False)
         old = microseconds(lambda p=params, k=kwargs: per_call(p, k, False), repeats)
         new = microseconds(lambda lr=launcher, k=kwargs: lr.pack(k), repeats)
         print(f"| {name} | {len(params)} | {old:.1f} | {new:.1f} | {old / new:.1f}x |")
@@ -110,19 +113,19 @@ def bench_packing(repeats: int) -> None:
 
 def bench_gpu(repeats: int) -> None:
     with tempfile.TemporaryDirectory() as cache:
-        os.environ["SLANG_MARCHING_CUBES_CACHE_DIR"] = cache
-        module = rt.SlangModule(package="slang_marching_cubes", entry=PROBE)
+        os.environ["RUNTIME_PROBE_CACHE_DIR"] = cache
+        module = SlangModule(package="runtime_probe", entry=PROBE)
         kwargs = arguments(AFFINE, "cuda")
         kwargs["x"] = torch.ones(4, 4, device="cuda")
         kwargs["y"] = torch.zeros(4, 4, device="cuda")
         grid, block = (1, 1, 1), (16, 16, 1)
         module.launch("affine_fwd", grid, block, **kwargs)
         torch.cuda.synchronize()
-        driver = rt._Driver.get()
+        driver = Driver.get()
         function = module._functions[torch.cuda.current_device()]["affine_fwd"]
 
         def old_launch():
-            packed = rt.pack_arguments("affine_fwd", AFFINE, kwargs)
+            packed = pack_arguments("affine_fwd", AFFINE, kwargs)
             driver.make_current(0)
             stream = torch.cuda.current_stream(0).cuda_stream
             driver.launch(function, grid, block, stream, packed, "affine_fwd")
