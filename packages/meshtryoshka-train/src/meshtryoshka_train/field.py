@@ -128,16 +128,20 @@ class Field:
         sdf_noise: float,
         sh_noise: float,
         device: torch.device | str = "cpu",
+        backend: str = "auto",
     ) -> Field:
         """A field over every voxel that passes `voxel_filter`, its values baked once.
 
         ``sdf = initial_sdf(contracted vertex positions [V, 3]) + sdf_noise * N(0, 1)`` and
         ``sh_dc = sh_noise * N(0, 1)``; the noise is drawn on the CPU from `generator`, so a
-        seed gives the same field on every device.
+        seed gives the same field on every device. `backend` builds the grids (and every grid
+        made from them) with the reference or the Slang kernels.
         """
         grids = []
         for block in layout.blocks:
-            grid = SparseGrid.full(block.shape(center_resolution, arm_resolution), device=device)
+            grid = SparseGrid.full(
+                block.shape(center_resolution, arm_resolution), device=device, backend=backend
+            )
             if voxel_filter is not None:
                 grid = grid.prune(voxel_filter(block, grid))
             grids.append(grid)
@@ -434,10 +438,17 @@ class Field:
 
     @classmethod
     def from_state(
-        cls, state: dict, contraction: Contraction, device: torch.device | str = "cpu"
+        cls,
+        state: dict,
+        contraction: Contraction,
+        device: torch.device | str = "cpu",
+        backend: str = "auto",
     ) -> Field:
         layout = Layout(state["center_extent"], state["arms"])
-        grids = [SparseGrid(shape, voxels.to(device)) for shape, voxels in state["grids"]]
+        grids = [
+            SparseGrid(shape, voxels.to(device), backend=backend)
+            for shape, voxels in state["grids"]
+        ]
         field = cls(
             layout,
             contraction,

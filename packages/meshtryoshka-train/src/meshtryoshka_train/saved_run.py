@@ -96,5 +96,5 @@ def open_run(
     model = config.model
     contraction = Contraction(model.center_radius, model.center_extent, model.arm_ratio)
     target = device if isinstance(device, torch.device) else resolve_device(device)
-    field_ = Field.from_state(state["field"], contraction, target)
+    field_ = Field.from_state(state["field"], contraction, target, backend=config.model.backend)
     return SavedRun(run_dir=run_dir, config=config, step=int(state["step"]), field=field_)

@@ -350,6 +350,7 @@ class Trainer:
             model.init_sdf_noise,
             model.init_sh_noise,
             device=self.device,
+            backend=model.backend,
         )
         if field.num_voxels == 0:
             raise ConfigError(
@@ -377,7 +378,9 @@ class Trainer:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ConfigError(f"checkpoint format {state.get('format')} is not supported")
         self.step = int(state["step"])
-        self.field = Field.from_state(state["field"], self.contraction, self.device)
+        self.field = Field.from_state(
+            state["field"], self.contraction, self.device, backend=self.config.model.backend
+        )
         self.optimizer = build_optimizer(self.field.parameters(), self.config.optim)
         names = [group["name"] for group in state["optimizer"]["param_groups"]]
         if names != [name for name, _ in self.field.parameters()]:
