@@ -20,6 +20,7 @@ from .colmap import (
 from .colmap_dataset import DEFAULT_COLMAP_ROOT, MIPNERF360_DOWNSCALE, load_colmap
 from .dataset import Batch, Dataset
 from .detect import detect_format, load_dataset
+from .distortion import LensDistortion, Undistorter
 from .errors import DatasetError
 from .images import area_downscale
 from .normalization import Similarity, fit_normalization
@@ -42,8 +43,10 @@ __all__ = [
     "ColmapPoints",
     "Dataset",
     "DatasetError",
+    "LensDistortion",
     "SceneTruth",
     "Similarity",
+    "Undistorter",
     "__version__",
     "area_downscale",
     "check_dataset",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .distortion import Undistorter
 from .errors import DatasetError
 
 
@@ -16,8 +17,10 @@ class Frame:
 
     ``world_to_camera`` is OpenCV, float64 [4, 4], in dataset coordinates; ``intrinsics``
     float64 [3, 3] refers to the image *as loaded* (``size`` = (width, height) after any
-    downscale). ``reduce`` is the factor to shrink the file by while reading it, ``crop``
-    whether that shrink drops partial blocks (floor sizes) or averages them (ceil sizes).
+    downscale, and after undistortion). ``reduce`` is the factor to shrink the file by while
+    reading it, ``crop`` whether that shrink drops partial blocks (floor sizes) or averages
+    them (ceil sizes). ``undistorter``, when set, resamples the shrunk image of a distorted
+    camera into the pinhole camera ``intrinsics`` (frames of one camera share it).
     """
 
     name: str
@@ -29,6 +32,7 @@ class Frame:
     has_alpha: bool
     reduce: int = 1
     crop: bool = True
+    undistorter: Undistorter | None = None
 
 
 @dataclass

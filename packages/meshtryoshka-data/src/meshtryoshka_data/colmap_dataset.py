@@ -11,6 +11,7 @@ from ._geometry import quaternion_to_rotation
 from ._scene import Frame, SceneSpec, resolve_root
 from .colmap import ColmapCamera, read_colmap_model
 from .dataset import Dataset, build_dataset
+from .distortion import UNDISTORTED_MODELS, Undistorter, colmap_camera_model
 from .errors import DatasetError
 from .images import read_image_info
 
@@ -22,7 +23,8 @@ MIPNERF360_DOWNSCALE = {
     **dict.fromkeys(("bicycle", "flowers", "garden", "stump", "treehill"), 4),
     **dict.fromkeys(("bonsai", "counter", "kitchen", "room"), 2),
 }
-SUPPORTED_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
+#: every camera model the loader takes; the distorted ones are undistorted on load
+SUPPORTED_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", *UNDISTORTED_MODELS)
 # An image must be a uniform scaling of its camera's size, up to the rounding of a resize:
 # its height may differ from camera height * (image width / camera width) by this many pixels.
 _SIZE_TOLERANCE_PX = 1.0
@@ -82,6 +84,19 @@ def load_colmap(
     )
 
 
+def undistortion_note(camera: str, undistorter: Undistorter) -> str:
+    """The ``check`` note saying that (and how) a camera's images are undistorted on load."""
+    k = undistorter.intrinsics
+    width, height = undistorter.size
+    return (
+        f"{camera} has lens distortion ({undistorter.distortion.describe()}): its images are "
+        f"undistorted on load into a {width}x{height} pinhole camera (fx {k[0, 0]:.1f}, "
+        f"fy {k[1, 1]:.1f}, cx {k[0, 2]:.1f}, cy {k[1, 2]:.1f}) that keeps "
+        f"{undistorter.field_of_view[0]:.0%} x {undistorter.field_of_view[1]:.0%} of the "
+        "field of view"
+    )
+
+
 def find_sparse_folder(root: Path) -> Path:
     """``root/sparse/0``, or ``root/sparse`` when the model files sit there directly."""
     for folder in (root / "sparse" / "0", root / "sparse"):
@@ -95,8 +110,10 @@ def parse_colmap(
 ) -> SceneSpec:
     """Read the sparse model and the image headers of a COLMAP scene, decoding no pixels.
 
+    Cameras with lens distortion (SIMPLE_RADIAL, RADIAL, OPENCV, OPENCV_FISHEYE) get an
+    :class:`Undistorter` that resamples their images into a pinhole camera on load (noted).
     Structural errors (missing model files or image folder, truncated or malformed model,
-    unknown or distorted camera models) raise :class:`DatasetError`; per-image problems
+    camera models that cannot be undistorted) raise :class:`DatasetError`; per-image problems
     (referenced but absent, unreadable, mixed sizes, size not matching the camera) are
     collected in ``SceneSpec.problems``.
     """
@@ -116,9 +133,10 @@ def parse_colmap(
         if camera.model not in SUPPORTED_MODELS:
             raise DatasetError(
                 cameras_file,
-                f"camera {camera_id} uses the {camera.model} model, which has lens distortion; "
-                f"only {' and '.join(SUPPORTED_MODELS)} are supported. Undistort the images "
-                "first: colmap image_undistorter --image_path images --input_path sparse/0 "
+                f"camera {camera_id} uses the {camera.model} model, which this loader cannot "
+                f"undistort (it takes {', '.join(SUPPORTED_MODELS)}). Undistort the images "
+                "first: run `meshtryoshka-data from-images` on the photos (it undistorts), or "
+                "colmap image_undistorter --image_path images --input_path sparse/0 "
                 "--output_path undistorted",
             )
     if not model.images:
@@ -138,12 +156,35 @@ def parse_colmap(
         )
     spec.camera_model = ", ".join(sorted({model.cameras[i].model for i in used}))
 
+    lenses = {
+        i: colmap_camera_model(model.cameras[i].model, model.cameras[i].params)[1] for i in used
+    }
     ordered = sorted(model.images.values(), key=lambda image: image.name)
+    undistorters: dict[tuple[int, tuple[int, int]], Undistorter] = {}
     for index, image in enumerate(ordered):
         split = "test" if llffhold > 0 and index % llffhold == 0 else "train"
-        frame = _frame(spec, folder, reduce, image, model.cameras[image.camera_id], split)
-        if frame is not None:
-            spec.frames.append(frame)
+        camera = model.cameras[image.camera_id]
+        frame = _frame(spec, folder, reduce, image, camera, split)
+        if frame is None:
+            continue
+        distortion = lenses[camera.camera_id]
+        if distortion is not None and not distortion.is_identity:
+            key = (camera.camera_id, frame.size)
+            if key not in undistorters:
+                try:
+                    undistorters[key] = Undistorter(distortion, frame.intrinsics, frame.size)
+                except ValueError as error:
+                    raise DatasetError(
+                        cameras_file, f"camera {camera.camera_id} ({camera.model}): {error}"
+                    ) from None
+                spec.notes.append(
+                    undistortion_note(
+                        f"camera {camera.camera_id} ({camera.model})", undistorters[key]
+                    )
+                )
+            frame.undistorter = undistorters[key]
+            frame.intrinsics = frame.undistorter.intrinsics
+        spec.frames.append(frame)
     spec.val_is_test = True
     spec.check_one_size()
     spec.points = model.points.xyz
@@ -177,12 +218,9 @@ def _frame(
             )
         )
         return None
-    if camera.model == "SIMPLE_PINHOLE":
-        f, cx, cy = camera.params
-        fx = fy = f
-    else:
-        fx, fy, cx, cy = camera.params
-    intrinsics = np.array([[fx * sx, 0.0, cx * sx], [0.0, fy * sy, cy * sy], [0.0, 0.0, 1.0]])
+    intrinsics, _ = colmap_camera_model(camera.model, camera.params)
+    intrinsics[0] *= sx
+    intrinsics[1] *= sy
     if not np.isfinite(image.qvec).all() or np.linalg.norm(image.qvec) < 1e-12:
         spec.problems.append(DatasetError(path, f"image {image.name!r} has an invalid quaternion"))
         return None

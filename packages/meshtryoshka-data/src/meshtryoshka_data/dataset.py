@@ -255,6 +255,8 @@ def build_dataset(
                 frame.path,
                 f"decoded to {pixels.shape[1]}x{pixels.shape[0]}, expected {width}x{height}",
             )
+        if frame.undistorter is not None:
+            pixels = frame.undistorter(pixels)
         images[index, ..., : pixels.shape[2]] = torch.from_numpy(pixels)
         if pixels.shape[2] < channels:
             images[index, ..., 3] = 255

@@ -28,8 +28,19 @@ from ._geometry import (
     rotation_to_quaternion,
 )
 from .colmap import ColmapCamera, ColmapImage, ColmapModel, ColmapPoints, write_colmap_model
+from .distortion import LensDistortion, colmap_camera_model
+
+#: the lens coefficients (COLMAP's parameters after the focal lengths and principal point)
+#: that :func:`write_colmap_scene` gives each distorted camera model: moderate, as real lenses
+SYNTHETIC_DISTORTION = {
+    "SIMPLE_RADIAL": (-0.12,),
+    "RADIAL": (-0.12, 0.03),
+    "OPENCV": (-0.1, 0.02, 0.003, -0.002),
+    "OPENCV_FISHEYE": (0.05, -0.02, 0.005, -0.001),
+}
 
 __all__ = [
+    "SYNTHETIC_DISTORTION",
     "SceneTruth",
     "render_sphere",
     "sphere_color",
@@ -49,12 +60,14 @@ class SceneTruth:
             train then val then test; COLMAP: sorted by name).
         splits: ``{"train", "val", "test"}`` -> lists of indices into ``names``.
         world_to_camera: float64 ``[N, 4, 4]`` OpenCV world-to-camera.
-        intrinsics: float64 ``[N, 3, 3]`` for the full-size images.
+        intrinsics: float64 ``[N, 3, 3]`` for the full-size images (of the distorted camera
+            when there is a ``distortion``).
         width, height: full image size in pixels.
         images: uint8 ``[N, H, W, C]`` as rendered (RGBA for Blender, RGB for COLMAP; the
             COLMAP files are JPEGs, so the files differ from these by compression).
         sphere_center: float64 ``[3]``; sphere_radius: float.
         points: float64 ``[P, 3]`` points on the sphere; point_colors: uint8 ``[P, 3]``.
+        distortion: the cameras' lens distortion, or None for pinhole cameras.
     """
 
     path: Path
@@ -70,6 +83,7 @@ class SceneTruth:
     sphere_radius: float
     points: np.ndarray
     point_colors: np.ndarray
+    distortion: LensDistortion | None = None
 
 
 def sphere_color(points: np.ndarray, center: np.ndarray, radius: float) -> np.ndarray:
@@ -90,21 +104,24 @@ def render_sphere(
     center: np.ndarray,
     radius: float,
     background: str = "transparent",
+    distortion: LensDistortion | None = None,
 ) -> np.ndarray:
     """Ray-cast the sphere through every pixel centre; uint8 ``[H, W, 4]`` RGBA.
 
     ``background="transparent"`` leaves alpha 0 (and black RGB) off the sphere;
-    ``"sky"`` fills it opaque with a smooth colour of the ray direction.
+    ``"sky"`` fills it opaque with a smooth colour of the ray direction. With a
+    ``distortion`` the camera has that lens: each pixel's ray is found by undistorting it.
     """
     u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    rays_cam = np.stack(
-        [
-            (u - intrinsics[0, 2]) / intrinsics[0, 0],
-            (v - intrinsics[1, 2]) / intrinsics[1, 1],
-            np.ones_like(u),
-        ],
+    xy = np.stack(
+        [(u - intrinsics[0, 2]) / intrinsics[0, 0], (v - intrinsics[1, 2]) / intrinsics[1, 1]],
         axis=-1,
     )
+    if distortion is not None:
+        xy = distortion.undistort(xy)
+        if np.isnan(xy).any():
+            raise ValueError("the distortion cannot be inverted everywhere in the image")
+    rays_cam = np.concatenate([xy, np.ones_like(u)[..., None]], axis=-1)
     rotation = world_to_camera[:3, :3]
     origin = -rotation.T @ world_to_camera[:3, 3]
     directions = rays_cam @ rotation  # camera -> world: R^T d, written for row vectors
@@ -260,17 +277,19 @@ def write_colmap_scene(
         n_images: number of images (test split: every 8th by name).
         size: ``W`` (square) or ``(W, H)`` in pixels.
         seed: camera placement seed.
-        camera_model: ``"PINHOLE"`` or ``"SIMPLE_PINHOLE"``.
+        camera_model: ``"PINHOLE"``, ``"SIMPLE_PINHOLE"``, or a model with lens distortion
+            (``"SIMPLE_RADIAL"``, ``"RADIAL"``, ``"OPENCV"``, ``"OPENCV_FISHEYE"``, with the
+            coefficients of :data:`SYNTHETIC_DISTORTION`): the images are rendered through
+            that lens, and the keypoints are distorted likewise.
         downscales: which ``images_<d>`` folders to write.
         sparse_formats: any of ``"bin"``, ``"txt"``.
         n_points: number of 3D points.
     """
     path = Path(path)
     width, height = _size(size)
-    if camera_model not in ("PINHOLE", "SIMPLE_PINHOLE"):
-        raise ValueError(
-            f"camera_model must be 'PINHOLE' or 'SIMPLE_PINHOLE', got {camera_model!r}"
-        )
+    models = ("PINHOLE", "SIMPLE_PINHOLE", *SYNTHETIC_DISTORTION)
+    if camera_model not in models:
+        raise ValueError(f"camera_model must be one of {', '.join(models)}, got {camera_model!r}")
     if n_images < 2:
         raise ValueError(f"n_images must be >= 2, got {n_images}")
     rng = np.random.default_rng(seed)
@@ -282,10 +301,12 @@ def write_colmap_scene(
     e1 /= np.linalg.norm(e1)
     e2 = np.cross(up, e1)
     fx = 0.9 * width
-    fy = fx if camera_model == "SIMPLE_PINHOLE" else 1.02 * fx
+    one_focal = camera_model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
+    fy = fx if one_focal else 1.02 * fx
     cx, cy = width / 2 + 0.3, height / 2 - 0.2
-    params = (fx, cx, cy) if camera_model == "SIMPLE_PINHOLE" else (fx, fy, cx, cy)
-    intrinsics = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
+    params = (fx, cx, cy) if one_focal else (fx, fy, cx, cy)
+    params += SYNTHETIC_DISTORTION.get(camera_model, ())
+    intrinsics, lens = colmap_camera_model(camera_model, params)
 
     names = [f"frame_{i:03d}.jpg" for i in range(n_images)]
     ids = rng.permutation(n_images) + 1  # image id of names[i]: not in name order
@@ -301,7 +322,9 @@ def write_colmap_scene(
             + np.sin(elevation) * up
         )
         w2c = look_at_world_to_camera(center + distance * direction, center, up)
-        rgba = render_sphere(w2c, intrinsics, width, height, center, radius, background="sky")
+        rgba = render_sphere(
+            w2c, intrinsics, width, height, center, radius, background="sky", distortion=lens
+        )
         image = Image.fromarray(rgba[..., :3], "RGB")
         image.save(path / "images" / names[i], quality=95, subsampling=0)
         for d in downscales:
@@ -316,7 +339,8 @@ def write_colmap_scene(
     for i, w2c in enumerate(w2cs):
         eye = -w2c[:3, :3].T @ w2c[:3, 3]
         cam = points @ w2c[:3, :3].T + w2c[:3, 3]
-        pixels = cam[:, :2] / cam[:, 2:] * [fx, fy] + [cx, cy]
+        ideal = cam[:, :2] / cam[:, 2:]
+        pixels = (ideal if lens is None else lens.distort(ideal)) * [fx, fy] + [cx, cy]
         facing = np.einsum("pi,pi->p", points - center, eye - points) > 0
         inside = (pixels >= 0).all(axis=1) & (pixels < [width, height]).all(axis=1)
         visible = np.flatnonzero(facing & inside)
@@ -359,4 +383,5 @@ def write_colmap_scene(
         sphere_radius=radius,
         points=points,
         point_colors=colors,
+        distortion=lens,
     )
