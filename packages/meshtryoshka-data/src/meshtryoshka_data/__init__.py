@@ -1,4 +1,4 @@
-"""Dataset loaders for Meshtryoshka: NeRF-synthetic (Blender) and COLMAP (Mip-NeRF 360).
+"""Dataset loaders for Meshtryoshka: NeRF-synthetic (Blender), nerfstudio and COLMAP (Mip-NeRF 360).
 
 Conventions: OpenCV world-to-camera ``[N, 4, 4]`` (+x right, +y down, +z forward), pixel
 intrinsics ``[N, 3, 3]`` with pixel centres at ``+0.5``, images uint8 in the dataset and
@@ -23,8 +23,14 @@ from .detect import detect_format, load_dataset
 from .distortion import LensDistortion, Undistorter
 from .errors import DatasetError
 from .images import area_downscale
+from .nerfstudio import DEFAULT_NERFSTUDIO_ROOT, load_nerfstudio
 from .normalization import Similarity, fit_normalization
-from .synthetic import SceneTruth, write_blender_scene, write_colmap_scene
+from .synthetic import (
+    SceneTruth,
+    write_blender_scene,
+    write_colmap_scene,
+    write_nerfstudio_scene,
+)
 
 try:
     __version__ = version("meshtryoshka-data")
@@ -34,6 +40,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 __all__ = [
     "DEFAULT_BLENDER_ROOT",
     "DEFAULT_COLMAP_ROOT",
+    "DEFAULT_NERFSTUDIO_ROOT",
     "MIPNERF360_DOWNSCALE",
     "Batch",
     "CheckReport",
@@ -55,8 +62,10 @@ __all__ = [
     "load_blender",
     "load_colmap",
     "load_dataset",
+    "load_nerfstudio",
     "read_colmap_model",
     "write_blender_scene",
     "write_colmap_model",
     "write_colmap_scene",
+    "write_nerfstudio_scene",
 ]

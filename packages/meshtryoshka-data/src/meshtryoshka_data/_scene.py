@@ -49,7 +49,7 @@ class SceneSpec:
     camera_model: str
     points: np.ndarray | None = None  # float64 [P, 3], dataset coordinates
     point_colors: np.ndarray | None = None  # uint8 [P, 3]
-    val_is_test: bool = False  # COLMAP scenes have no val split: it repeats the test split
+    val_is_test: bool = False  # no val split (COLMAP, most nerfstudio scenes): it repeats test
     notes: list[str] = field(default_factory=list)
     problems: list[DatasetError] = field(default_factory=list)
 

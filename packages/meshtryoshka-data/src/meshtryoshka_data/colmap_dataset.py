@@ -84,19 +84,6 @@ def load_colmap(
     )
 
 
-def undistortion_note(camera: str, undistorter: Undistorter) -> str:
-    """The ``check`` note saying that (and how) a camera's images are undistorted on load."""
-    k = undistorter.intrinsics
-    width, height = undistorter.size
-    return (
-        f"{camera} has lens distortion ({undistorter.distortion.describe()}): its images are "
-        f"undistorted on load into a {width}x{height} pinhole camera (fx {k[0, 0]:.1f}, "
-        f"fy {k[1, 1]:.1f}, cx {k[0, 2]:.1f}, cy {k[1, 2]:.1f}) that keeps "
-        f"{undistorter.field_of_view[0]:.0%} x {undistorter.field_of_view[1]:.0%} of the "
-        "field of view"
-    )
-
-
 def find_sparse_folder(root: Path) -> Path:
     """``root/sparse/0``, or ``root/sparse`` when the model files sit there directly."""
     for folder in (root / "sparse" / "0", root / "sparse"):
@@ -178,9 +165,7 @@ def parse_colmap(
                         cameras_file, f"camera {camera.camera_id} ({camera.model}): {error}"
                     ) from None
                 spec.notes.append(
-                    undistortion_note(
-                        f"camera {camera.camera_id} ({camera.model})", undistorters[key]
-                    )
+                    f"camera {camera.camera_id} ({camera.model}) {undistorters[key].summary()}"
                 )
             frame.undistorter = undistorters[key]
             frame.intrinsics = frame.undistorter.intrinsics

@@ -252,6 +252,18 @@ class Undistorter:
         self.intrinsics, self.field_of_view = self._pinhole_camera()
         self._map: tuple[np.ndarray, np.ndarray] | None = None  # taps [4, H*W], weights
 
+    def summary(self) -> str:
+        """What ``check`` notes, e.g. "has lens distortion (k1=-0.1): its images are
+        undistorted on load into a 320x240 pinhole camera (...) that keeps 97% x 96% ..."."""
+        k = self.intrinsics
+        width, height = self.size
+        return (
+            f"has lens distortion ({self.distortion.describe()}): its images are undistorted "
+            f"on load into a {width}x{height} pinhole camera (fx {k[0, 0]:.1f}, fy "
+            f"{k[1, 1]:.1f}, cx {k[0, 2]:.1f}, cy {k[1, 2]:.1f}) that keeps "
+            f"{self.field_of_view[0]:.0%} x {self.field_of_view[1]:.0%} of the field of view"
+        )
+
     def _to_normalized(self, pixels: np.ndarray) -> np.ndarray:
         k = self.source_intrinsics
         return (pixels - k[:2, 2]) / np.array([k[0, 0], k[1, 1]])

@@ -1,4 +1,4 @@
-"""Tiny procedural scenes written in the NeRF-synthetic and COLMAP layouts, with their ground truth.
+"""Tiny procedural scenes in the NeRF-synthetic, COLMAP and nerfstudio layouts, with the truth.
 
 The scene is one sphere whose colour is a smooth function of the surface normal
 (:func:`sphere_color`), rendered analytically by ray casting through every pixel centre
@@ -29,6 +29,7 @@ from ._geometry import (
 )
 from .colmap import ColmapCamera, ColmapImage, ColmapModel, ColmapPoints, write_colmap_model
 from .distortion import LensDistortion, colmap_camera_model
+from .ply import write_ply_points
 
 #: the lens coefficients (COLMAP's parameters after the focal lengths and principal point)
 #: that :func:`write_colmap_scene` gives each distorted camera model: moderate, as real lenses
@@ -46,6 +47,7 @@ __all__ = [
     "sphere_color",
     "write_blender_scene",
     "write_colmap_scene",
+    "write_nerfstudio_scene",
 ]
 
 
@@ -249,6 +251,33 @@ def write_blender_scene(
     )
 
 
+# The sphere of the unbounded-scene writers (COLMAP, nerfstudio): off the origin on purpose.
+_ORBIT_CENTER, _ORBIT_RADIUS = np.array([2.0, -1.0, 0.5]), 0.8
+
+
+def _orbit_cameras(n_images: int, rng: np.random.Generator) -> np.ndarray:
+    """OpenCV world-to-camera ``[n_images, 4, 4]`` all around the orbit sphere: distance 3-4,
+    elevation -20 to 40 degrees about a tilted up vector, so normalization has work to do."""
+    up = np.array([0.2, -1.0, 0.1])
+    up /= np.linalg.norm(up)
+    # An orthonormal frame (e1, e2, up) to place cameras around the tilted up axis.
+    e1 = np.cross(up, [1.0, 0.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(up, e1)
+    w2cs = []
+    for i in range(n_images):
+        azimuth = 2 * np.pi * i / n_images + rng.uniform(-0.2, 0.2)
+        elevation = np.radians(rng.uniform(-20, 40))
+        distance = rng.uniform(3.0, 4.0)
+        direction = (
+            np.cos(elevation) * (np.cos(azimuth) * e1 + np.sin(azimuth) * e2)
+            + np.sin(elevation) * up
+        )
+        eye = _ORBIT_CENTER + distance * direction
+        w2cs.append(look_at_world_to_camera(eye, _ORBIT_CENTER, up))
+    return np.stack(w2cs)
+
+
 def write_colmap_scene(
     path: str | Path,
     *,
@@ -293,13 +322,7 @@ def write_colmap_scene(
     if n_images < 2:
         raise ValueError(f"n_images must be >= 2, got {n_images}")
     rng = np.random.default_rng(seed)
-    center, radius = np.array([2.0, -1.0, 0.5]), 0.8
-    up = np.array([0.2, -1.0, 0.1])
-    up /= np.linalg.norm(up)
-    # An orthonormal frame (e1, e2, up) to place cameras around the tilted up axis.
-    e1 = np.cross(up, [1.0, 0.0, 0.0])
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(up, e1)
+    center, radius = _ORBIT_CENTER, _ORBIT_RADIUS
     fx = 0.9 * width
     one_focal = camera_model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
     fy = fx if one_focal else 1.02 * fx
@@ -312,16 +335,8 @@ def write_colmap_scene(
     ids = rng.permutation(n_images) + 1  # image id of names[i]: not in name order
     for folder in ["images", *(f"images_{d}" for d in downscales)]:
         (path / folder).mkdir(parents=True, exist_ok=True)
-    w2cs, images = [], []
-    for i in range(n_images):
-        azimuth = 2 * np.pi * i / n_images + rng.uniform(-0.2, 0.2)
-        elevation = np.radians(rng.uniform(-20, 40))
-        distance = rng.uniform(3.0, 4.0)
-        direction = (
-            np.cos(elevation) * (np.cos(azimuth) * e1 + np.sin(azimuth) * e2)
-            + np.sin(elevation) * up
-        )
-        w2c = look_at_world_to_camera(center + distance * direction, center, up)
+    w2cs, images = _orbit_cameras(n_images, rng), []
+    for i, w2c in enumerate(w2cs):
         rgba = render_sphere(
             w2c, intrinsics, width, height, center, radius, background="sky", distortion=lens
         )
@@ -329,7 +344,6 @@ def write_colmap_scene(
         image.save(path / "images" / names[i], quality=95, subsampling=0)
         for d in downscales:
             image.reduce(d).save(path / f"images_{d}" / names[i], quality=95, subsampling=0)
-        w2cs.append(w2c)
         images.append(rgba[..., :3])
 
     points = _sphere_points(n_points, center, radius)
@@ -374,8 +388,144 @@ def write_colmap_scene(
         format="colmap",
         names=names,
         splits={"train": [i for i in range(n_images) if i % 8], "val": test, "test": test},
-        world_to_camera=np.stack(w2cs),
+        world_to_camera=w2cs,
         intrinsics=np.repeat(intrinsics[None], n_images, axis=0),
+        width=width,
+        height=height,
+        images=np.stack(images),
+        sphere_center=center,
+        sphere_radius=radius,
+        points=points,
+        point_colors=colors,
+        distortion=lens,
+    )
+
+
+#: what nerfstudio's COLMAP conversion applies to the world, (x, y, z) -> (x, z, -y), and
+#: writes as ``applied_transform``
+NERFSTUDIO_APPLIED_TRANSFORM = np.array(
+    [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0]]
+)
+
+
+def write_nerfstudio_scene(
+    path: str | Path,
+    *,
+    n_images: int = 10,
+    size: int | tuple[int, int] = (32, 24),
+    seed: int = 0,
+    camera_model: str = "OPENCV",
+    per_frame_intrinsics: bool = False,
+    downscales: tuple[int, ...] = (2,),
+    n_points: int = 300,
+) -> SceneTruth:
+    """Write a nerfstudio scene: ``transforms.json``, ``images/frame_XXX.png``,
+    ``images_<d>/`` and the point cloud ``sparse_pc.ply``, as ``ns-process-data`` lays it out.
+
+    The same sphere and cameras as :func:`write_colmap_scene`. The file carries nerfstudio's
+    ``applied_transform`` (an axis swap): ``transform_matrix`` is that transform times the
+    OpenGL camera-to-world, and the PLY points are in that frame too; the truth is in the
+    original frame, which the loader returns.
+
+    Args:
+        path: output folder (created).
+        n_images: number of images (test split: every 8th by name).
+        size: ``W`` (square) or ``(W, H)`` in pixels.
+        seed: camera placement seed.
+        camera_model: ``"OPENCV"`` (with ``k1, k2, p1, p2`` from
+            :data:`SYNTHETIC_DISTORTION`), ``"OPENCV_FISHEYE"`` (``k1``-``k4``) or
+            ``"PINHOLE"``; the images are rendered through that lens.
+        per_frame_intrinsics: write ``fl_x, fl_y, cx, cy, w, h`` and the distortion on every
+            frame, with a focal length 1% longer per frame, instead of once at the top.
+        downscales: which ``images_<d>`` folders to write (box filter, exact sizes when
+            ``d`` divides the size).
+        n_points: number of points in the PLY file.
+    """
+    lenses = {
+        "OPENCV": ("k1", "k2", "p1", "p2"),
+        "OPENCV_FISHEYE": ("k1", "k2", "k3", "k4"),
+        "PINHOLE": (),
+    }
+    if camera_model not in lenses:
+        raise ValueError(f"camera_model must be one of {', '.join(lenses)}, got {camera_model!r}")
+    if n_images < 2:
+        raise ValueError(f"n_images must be >= 2, got {n_images}")
+    path = Path(path)
+    width, height = _size(size)
+    rng = np.random.default_rng(seed)
+    w2cs = _orbit_cameras(n_images, rng)
+    center, radius = _ORBIT_CENTER, _ORBIT_RADIUS
+    values = SYNTHETIC_DISTORTION.get(camera_model, ())
+    coefficients = dict(zip(lenses[camera_model], values, strict=True))
+    applied = np.vstack([NERFSTUDIO_APPLIED_TRANSFORM, [0.0, 0.0, 0.0, 1.0]])
+    for folder in ["images", *(f"images_{d}" for d in downscales)]:
+        (path / folder).mkdir(parents=True, exist_ok=True)
+
+    def camera(index: int) -> dict:
+        focal = 0.9 * width * (1.0 + 0.01 * index if per_frame_intrinsics else 1.0)
+        return {
+            "fl_x": focal,
+            "fl_y": 1.02 * focal,
+            "cx": width / 2 + 0.3,
+            "cy": height / 2 - 0.2,
+            "w": width,
+            "h": height,
+            **coefficients,
+        }
+
+    frames, intrinsics, images = [], [], []
+    lens = None
+    for i, w2c in enumerate(w2cs):
+        values = camera(i)
+        k = np.array(
+            [[values["fl_x"], 0, values["cx"]], [0, values["fl_y"], values["cy"]], [0, 0, 1.0]]
+        )
+        if camera_model == "OPENCV":
+            lens = LensDistortion(
+                "radial_tangential",
+                (values["k1"], values["k2"]),
+                (values["p1"], values["p2"]),
+            )
+        elif camera_model == "OPENCV_FISHEYE":
+            lens = LensDistortion("fisheye", tuple(values[f"k{n}"] for n in range(1, 5)))
+        rgba = render_sphere(w2c, k, width, height, center, radius, "sky", lens)
+        name = f"images/frame_{i:03d}.png"
+        image = Image.fromarray(rgba[..., :3], "RGB")
+        image.save(path / name)
+        for d in downscales:
+            image.reduce(d).save(path / f"images_{d}" / Path(name).name)
+        frame = {
+            "file_path": name,
+            "transform_matrix": (applied @ rigid_inverse(w2c) @ OPENGL_TO_OPENCV).tolist(),
+        }
+        if per_frame_intrinsics:
+            frame.update(values)
+        frames.append(frame)
+        intrinsics.append(k)
+        images.append(rgba[..., :3])
+
+    points = _sphere_points(n_points, center, radius)
+    colors = _to_uint8(sphere_color(points, center, radius))
+    write_ply_points(path / "sparse_pc.ply", points @ applied[:3, :3].T + applied[:3, 3], colors)
+    meta = {"camera_model": camera_model}
+    if not per_frame_intrinsics:
+        meta.update(camera(0))
+    meta.update(
+        {
+            "frames": frames,
+            "applied_transform": NERFSTUDIO_APPLIED_TRANSFORM.tolist(),
+            "ply_file_path": "sparse_pc.ply",
+        }
+    )
+    (path / "transforms.json").write_text(json.dumps(meta, indent=2))
+    test = [i for i in range(n_images) if i % 8 == 0]
+    return SceneTruth(
+        path=path,
+        format="nerfstudio",
+        names=[frame["file_path"] for frame in frames],
+        splits={"train": [i for i in range(n_images) if i % 8], "val": test, "test": test},
+        world_to_camera=w2cs,
+        intrinsics=np.stack(intrinsics),
         width=width,
         height=height,
         images=np.stack(images),
