@@ -33,3 +33,48 @@ def visible_surface_pixels(truth, w2c, intrinsics, width, height, index, from_wo
     keep = (cos > 0.5) & (depth > 0)
     keep &= (pixels >= 1).all(axis=1) & (pixels < [width - 1, height - 1]).all(axis=1)
     return pixels[keep], truth.point_colors[keep]
+
+
+def render_room(world_to_camera, intrinsics, width, height, seed=0, distortion=None):
+    """A textured room for structure-from-motion tests: uint8 ``[H, W, 3]``.
+
+    The inside of the box ``[-4, 4] x [-3, 3] x [-2.5, 2.5]`` seen by a pinhole camera (pixel
+    centres at +0.5), or through the lens ``distortion``; its walls are covered in sharp-edged
+    blobs of random colours over a smooth multi-scale value noise: every patch is unique, so
+    SIFT finds and matches many features.
+    """
+    u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    rays = np.stack(
+        [(u - intrinsics[0, 2]) / intrinsics[0, 0], (v - intrinsics[1, 2]) / intrinsics[1, 1]],
+        axis=-1,
+    )
+    if distortion is not None:
+        rays = distortion.undistort(rays)
+    rays = np.concatenate([rays, np.ones_like(u)[..., None]], axis=-1) @ world_to_camera[:3, :3]
+    origin = -world_to_camera[:3, :3].T @ world_to_camera[:3, 3]
+    half = np.array([4.0, 3.0, 2.5])
+    with np.errstate(divide="ignore"):
+        exits = (np.sign(rays) * half - origin) / rays  # where each ray leaves each slab
+    depth = np.where(np.isfinite(exits) & (exits > 0), exits, np.inf).min(axis=-1)
+    points = origin + depth[..., None] * rays
+    rng = np.random.default_rng(seed)
+    tables = rng.uniform(0, 1, (4, 32, 32, 32, 3))
+
+    def noise(cell, table):
+        q = points / cell + 16.0
+        low = np.floor(q).astype(int)
+        f = q - low
+        f = f * f * (3 - 2 * f)
+        out = 0.0
+        for corner in np.ndindex(2, 2, 2):
+            weight = np.prod(np.where(corner, f, 1 - f), axis=-1)[..., None]
+            index = (low + corner) % 32
+            out = out + weight * table[index[..., 0], index[..., 1], index[..., 2]]
+        return out
+
+    colour = 0.15 + 0.7 * noise(1.2, tables[0])
+    blobs = noise(0.25, tables[1])
+    colour = np.where(blobs[..., :1] > 0.6, noise(0.6, tables[2]), colour)
+    spots = noise(0.09, tables[3])
+    colour = np.where(spots[..., :1] > 0.68, 1.0 - colour, colour)
+    return np.clip(np.rint(colour * 255), 0, 255).astype(np.uint8)

@@ -22,9 +22,10 @@ from .dataset import Batch, Dataset
 from .detect import detect_format, load_dataset
 from .distortion import LensDistortion, Undistorter
 from .errors import DatasetError
+from .from_images import FromImagesReport, ReconstructionError, images_to_dataset
 from .images import area_downscale
 from .nerfstudio import DEFAULT_NERFSTUDIO_ROOT, load_nerfstudio
-from .normalization import Similarity, fit_normalization
+from .normalization import Similarity, camera_pose_errors, fit_normalization, fit_similarity
 from .synthetic import (
     SceneTruth,
     write_blender_scene,
@@ -50,15 +51,20 @@ __all__ = [
     "ColmapPoints",
     "Dataset",
     "DatasetError",
+    "FromImagesReport",
     "LensDistortion",
+    "ReconstructionError",
     "SceneTruth",
     "Similarity",
     "Undistorter",
     "__version__",
     "area_downscale",
+    "camera_pose_errors",
     "check_dataset",
     "detect_format",
     "fit_normalization",
+    "fit_similarity",
+    "images_to_dataset",
     "load_blender",
     "load_colmap",
     "load_dataset",
