@@ -3,7 +3,7 @@ runs every package in one process)."""
 
 import numpy as np
 
-from meshtryoshka_data._geometry import project
+from meshtryoshka_data._geometry import pixel_rays, project
 
 
 def assert_close(actual, expected, atol, what=""):
@@ -35,6 +35,29 @@ def visible_surface_pixels(truth, w2c, intrinsics, width, height, index, from_wo
     return pixels[keep], truth.point_colors[keep]
 
 
+def assert_surface_colours(dataset, truth) -> int:
+    """Check a loaded (normalized) dataset against its synthetic truth; returns the number of
+    surface points checked.
+
+    Normalizing cameras and points together must leave every projection where it was, and
+    the truth's visible surface points must land on pixels of their colour.
+    """
+    w2c, k = dataset.world_to_camera.double().numpy(), dataset.intrinsics.double().numpy()
+    checked = 0
+    for index in range(len(dataset)):
+        pixels, colors = visible_surface_pixels(
+            truth, w2c, k, dataset.width, dataset.height, index, from_world=dataset.from_world
+        )
+        moved, _ = project(dataset.from_world(truth.points), w2c[index], k[index])
+        original, _ = project(truth.points, truth.world_to_camera[index], truth.intrinsics[index])
+        assert_close(moved, original, 1e-4, "normalization moved projections")
+        columns, rows = np.floor(pixels).astype(int).T
+        seen = dataset.images[index].numpy()[rows, columns]
+        assert_close(seen, colors, 0.1 * 255, f"colours in image {index}")
+        checked += len(pixels)
+    return checked
+
+
 def render_room(world_to_camera, intrinsics, width, height, seed=0, distortion=None):
     """A textured room for structure-from-motion tests: uint8 ``[H, W, 3]``.
 
@@ -43,14 +66,7 @@ def render_room(world_to_camera, intrinsics, width, height, seed=0, distortion=N
     blobs of random colours over a smooth multi-scale value noise: every patch is unique, so
     SIFT finds and matches many features.
     """
-    u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    rays = np.stack(
-        [(u - intrinsics[0, 2]) / intrinsics[0, 0], (v - intrinsics[1, 2]) / intrinsics[1, 1]],
-        axis=-1,
-    )
-    if distortion is not None:
-        rays = distortion.undistort(rays)
-    rays = np.concatenate([rays, np.ones_like(u)[..., None]], axis=-1) @ world_to_camera[:3, :3]
+    rays = pixel_rays(intrinsics, width, height, distortion) @ world_to_camera[:3, :3]
     origin = -world_to_camera[:3, :3].T @ world_to_camera[:3, 3]
     half = np.array([4.0, 3.0, 2.5])
     with np.errstate(divide="ignore"):

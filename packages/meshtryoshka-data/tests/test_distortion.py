@@ -6,6 +6,7 @@ import pytest
 from data_helpers import assert_close
 
 from meshtryoshka_data import check_dataset, load_colmap, write_colmap_scene
+from meshtryoshka_data._geometry import pixel_rays
 from meshtryoshka_data.distortion import LensDistortion, Undistorter, colmap_camera_model
 from meshtryoshka_data.synthetic import SYNTHETIC_DISTORTION, render_sphere
 
@@ -109,12 +110,7 @@ def _pattern(xy: np.ndarray) -> np.ndarray:
 
 def _image_of(lens, intrinsics, function):
     """uint8 image [H, W, C] of ``function(ideal coordinates)`` seen through ``lens``."""
-    u, v = np.meshgrid(np.arange(SIZE[0]) + 0.5, np.arange(SIZE[1]) + 0.5)
-    xy = np.stack(
-        [(u - intrinsics[0, 2]) / intrinsics[0, 0], (v - intrinsics[1, 2]) / intrinsics[1, 1]], -1
-    )
-    if lens is not None:
-        xy = lens.undistort(xy)
+    xy = pixel_rays(intrinsics, *SIZE, lens)[..., :2]
     return np.clip(np.rint(function(xy) * 255), 0, 255).astype(np.uint8)
 
 

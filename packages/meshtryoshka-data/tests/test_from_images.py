@@ -46,16 +46,20 @@ def room_cameras(count: int = 12) -> np.ndarray:
     return np.stack(cameras)
 
 
-@pytest.fixture(scope="module")
-def room_photos(tmp_path_factory):
-    """A folder of 12 JPEG photos of the room (240x180); their true cameras."""
-    folder = tmp_path_factory.mktemp("room") / "photos"
+def _room_photos(folder, suffix: str, distortion=None):
+    """Render the room's 12 photos (240x180) into ``folder``; return (folder, true cameras)."""
     folder.mkdir()
     cameras = room_cameras()
     for index, w2c in enumerate(cameras):
-        pixels = render_room(w2c, INTRINSICS, WIDTH, HEIGHT)
-        Image.fromarray(pixels).save(folder / f"room_{index:02d}.jpg", quality=95)
+        pixels = render_room(w2c, INTRINSICS, WIDTH, HEIGHT, distortion=distortion)
+        Image.fromarray(pixels).save(folder / f"room_{index:02d}{suffix}", quality=95)
     return folder, cameras
+
+
+@pytest.fixture(scope="module")
+def room_photos(tmp_path_factory):
+    """A folder of 12 JPEG photos of the room through a pinhole camera; their true cameras."""
+    return _room_photos(tmp_path_factory.mktemp("room") / "photos", ".jpg")
 
 
 def run(*args):
@@ -122,14 +126,8 @@ LENS = LensDistortion("radial_tangential", (-0.1,))
 
 @pytest.fixture(scope="module")
 def distorted_photos(tmp_path_factory):
-    """The room photos taken through :data:`LENS`; their true cameras."""
-    folder = tmp_path_factory.mktemp("lens") / "photos"
-    folder.mkdir()
-    cameras = room_cameras()
-    for index, w2c in enumerate(cameras):
-        pixels = render_room(w2c, INTRINSICS, WIDTH, HEIGHT, distortion=LENS)
-        Image.fromarray(pixels).save(folder / f"room_{index:02d}.png")
-    return folder, cameras
+    """The room photos taken through :data:`LENS` (PNG); their true cameras."""
+    return _room_photos(tmp_path_factory.mktemp("lens") / "photos", ".png", LENS)
 
 
 @needs_pycolmap

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from data_helpers import assert_close, visible_surface_pixels
+from data_helpers import assert_close, assert_surface_colours
 from PIL import Image
 
 from meshtryoshka_data import (
@@ -19,7 +19,6 @@ from meshtryoshka_data import (
     load_nerfstudio,
     write_nerfstudio_scene,
 )
-from meshtryoshka_data._geometry import project
 from meshtryoshka_data.cli import main
 from meshtryoshka_data.ply import read_ply_points, write_ply_points
 from meshtryoshka_data.synthetic import render_sphere
@@ -61,24 +60,7 @@ def test_cameras_points_and_images_equal_the_truth(pinhole_truth):
 
 def test_surface_points_project_onto_their_colour(pinhole_truth):
     dataset = load_nerfstudio(pinhole_truth.path, orient=True)  # normalized and rotated
-    w2c, k = dataset.world_to_camera.double().numpy(), dataset.intrinsics.double().numpy()
-    checked = 0
-    for index in range(len(dataset)):
-        pixels, colors = visible_surface_pixels(
-            pinhole_truth, w2c, k, 32, 24, index, from_world=dataset.from_world
-        )
-        moved, _ = project(dataset.from_world(pinhole_truth.points), w2c[index], k[index])
-        original, _ = project(
-            pinhole_truth.points,
-            pinhole_truth.world_to_camera[index],
-            pinhole_truth.intrinsics[index],
-        )
-        assert_close(moved, original, 1e-4, "normalization moved projections")
-        columns, rows = np.floor(pixels).astype(int).T
-        seen = dataset.images[index].numpy()[rows, columns]
-        assert_close(seen, colors, 0.1 * 255, f"colours in image {index}")
-        checked += len(pixels)
-    assert checked > 50
+    assert assert_surface_colours(dataset, pinhole_truth) > 50
 
 
 @pytest.mark.parametrize("model", ["OPENCV", "OPENCV_FISHEYE"])

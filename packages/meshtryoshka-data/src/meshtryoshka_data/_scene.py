@@ -9,6 +9,7 @@ import numpy as np
 
 from .distortion import Undistorter
 from .errors import DatasetError
+from .images import read_image_info
 
 
 @dataclass
@@ -56,6 +57,20 @@ class SceneSpec:
     def raise_first_problem(self) -> None:
         if self.problems:
             raise self.problems[0]
+
+    def read_header(self, path: Path, referenced_by: str) -> tuple[int, int, bool] | None:
+        """``(width, height, has_alpha)`` of an image, or None after recording in ``problems``
+        why it cannot be used (missing, or unreadable)."""
+        if not path.is_file():
+            self.problems.append(
+                DatasetError(path, f"image referenced by {referenced_by} does not exist")
+            )
+            return None
+        try:
+            return read_image_info(path)
+        except DatasetError as error:
+            self.problems.append(error)
+            return None
 
     def check_one_size(self) -> None:
         """Record a problem for every frame whose size differs from the first frame's."""

@@ -13,7 +13,6 @@ from ._geometry import OPENGL_TO_OPENCV, rigid_inverse, rigidity_error
 from ._scene import Frame, SceneSpec, resolve_root
 from .dataset import Dataset, build_dataset
 from .errors import DatasetError
-from .images import read_image_info
 
 __all__ = ["DEFAULT_BLENDER_ROOT", "load_blender", "parse_blender"]
 
@@ -85,12 +84,7 @@ def parse_blender(root: Path, *, downscale: int = 1) -> SceneSpec:
             spec.notes.append(f"{json_path.name} not found: the {split} split is empty")
             continue
         meta = read_json_object(json_path)
-        frames = meta.get("frames")
-        if not isinstance(frames, list):
-            raise DatasetError(json_path, "no 'frames' list")
-        if not frames:
-            raise DatasetError(json_path, "'frames' is empty")
-        for number, entry in enumerate(frames):
+        for number, entry in enumerate(frames_of(json_path, meta)):
             frame = _parse_frame(root, json_path, meta, entry, number, split, downscale, spec)
             if frame is not None:
                 spec.frames.append(frame)
@@ -118,12 +112,7 @@ def _model_name(meta: dict, entry: dict) -> str:
 
 def _parse_frame(root, json_path, meta, entry, number, split, downscale, spec) -> Frame | None:
     where = f"frame {number}"
-    if not isinstance(entry, dict):
-        raise DatasetError(json_path, f"{where} is not a JSON object")
-    file_path = entry.get("file_path")
-    if not isinstance(file_path, str) or not file_path:
-        raise DatasetError(json_path, f"{where} has no 'file_path'")
-    c2w_gl = parse_transform_matrix(json_path, where, entry.get("transform_matrix"))
+    file_path, c2w_gl = parse_frame_entry(json_path, where, entry)
     w2c = rigid_inverse(c2w_gl @ OPENGL_TO_OPENCV)
 
     image_path = root / file_path
@@ -131,16 +120,10 @@ def _parse_frame(root, json_path, meta, entry, number, split, downscale, spec) -
         with_png = root / (file_path + ".png")
         if with_png.is_file() or not image_path.suffix:
             image_path = with_png
-    if not image_path.is_file():
-        spec.problems.append(
-            DatasetError(image_path, f"image referenced by {json_path.name} {where} does not exist")
-        )
+    header = spec.read_header(image_path, f"{json_path.name} {where}")
+    if header is None:
         return None
-    try:
-        full_w, full_h, has_alpha = read_image_info(image_path)
-    except DatasetError as error:
-        spec.problems.append(error)
-        return None
+    full_w, full_h, has_alpha = header
 
     intrinsics = parse_intrinsics(json_path, where, meta, entry, full_w, full_h)
     if downscale > 1:
@@ -150,6 +133,26 @@ def _parse_frame(root, json_path, meta, entry, number, split, downscale, spec) -
         raise ValueError(f"downscale {downscale} is larger than the images ({full_w}x{full_h})")
     name = image_path.relative_to(root).as_posix()
     return Frame(name, image_path, split, w2c, intrinsics, size, has_alpha, downscale, True)
+
+
+def frames_of(json_path: Path, meta: dict) -> list:
+    """The non-empty ``frames`` list of a transforms file."""
+    frames = meta.get("frames")
+    if not isinstance(frames, list):
+        raise DatasetError(json_path, "no 'frames' list")
+    if not frames:
+        raise DatasetError(json_path, "'frames' is empty")
+    return frames
+
+
+def parse_frame_entry(json_path: Path, where: str, entry) -> tuple[str, np.ndarray]:
+    """``(file_path, transform_matrix)`` of one entry of a ``frames`` list (both layouts)."""
+    if not isinstance(entry, dict):
+        raise DatasetError(json_path, f"{where} is not a JSON object")
+    file_path = entry.get("file_path")
+    if not isinstance(file_path, str) or not file_path:
+        raise DatasetError(json_path, f"{where} has no 'file_path'")
+    return file_path, parse_transform_matrix(json_path, where, entry.get("transform_matrix"))
 
 
 def parse_transform_matrix(

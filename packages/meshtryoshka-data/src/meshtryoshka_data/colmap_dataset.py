@@ -13,7 +13,6 @@ from .colmap import ColmapCamera, read_colmap_model
 from .dataset import Dataset, build_dataset
 from .distortion import UNDISTORTED_MODELS, Undistorter, colmap_camera_model
 from .errors import DatasetError
-from .images import read_image_info
 
 __all__ = ["DEFAULT_COLMAP_ROOT", "MIPNERF360_DOWNSCALE", "load_colmap", "parse_colmap"]
 
@@ -69,18 +68,13 @@ def load_colmap(
         llffhold=llffhold,
         sparse_format=sparse_format,
     )
-    up = None
-    if orient and spec.frames:
-        # OpenCV cameras look along +z with +y down: the world-space up of each camera is
-        # minus the second row of its rotation.
-        up = -np.mean([frame.world_to_camera[1, :3] for frame in spec.frames], axis=0)
     return build_dataset(
         spec,
         background=background,
         device=device,
         normalize=normalize,
         scale_factor=scale_factor,
-        up=up,
+        orient=orient,
     )
 
 
@@ -181,16 +175,10 @@ def _frame(
     spec, folder: Path, reduce: int, image, camera: ColmapCamera, split: str
 ) -> Frame | None:
     path = folder / image.name
-    if not path.is_file():
-        spec.problems.append(
-            DatasetError(path, "image referenced by the COLMAP model does not exist")
-        )
+    header = spec.read_header(path, "the COLMAP model")
+    if header is None:
         return None
-    try:
-        width, height, has_alpha = read_image_info(path)
-    except DatasetError as error:
-        spec.problems.append(error)
-        return None
+    width, height, has_alpha = header
     if reduce > 1:
         width, height = -(-width // reduce), -(-height // reduce)  # Image.reduce: ceil sizes
     sx, sy = width / camera.width, height / camera.height

@@ -228,9 +228,11 @@ def build_dataset(
     device: str | torch.device,
     normalize: bool,
     scale_factor: float,
-    up: np.ndarray | None = None,
+    orient: bool = False,
 ) -> Dataset:
     """Decode every image of a parsed scene and assemble the :class:`Dataset`.
+
+    ``orient`` rotates the cameras' mean up direction onto ``+z`` before normalizing.
 
     Raises:
         DatasetError: the first problem found while parsing or decoding; nothing is returned.
@@ -263,6 +265,9 @@ def build_dataset(
 
     w2c_raw = np.stack([frame.world_to_camera for frame in spec.frames])
     centers_raw = rigid_inverse(w2c_raw)[:, :3, 3]
+    # OpenCV cameras look along +z with +y down: the world-space up of each camera is minus
+    # the second row of its rotation.
+    up = -w2c_raw[:, 1, :3].mean(axis=0) if orient else None
     if normalize:
         try:
             transform = fit_normalization(centers_raw, scale_factor=scale_factor, up=up)

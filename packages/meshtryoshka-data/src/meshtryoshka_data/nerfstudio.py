@@ -22,11 +22,17 @@ import torch
 
 from ._geometry import OPENGL_TO_OPENCV, rigid_inverse
 from ._scene import Frame, SceneSpec, resolve_root
-from .blender import lookup, parse_intrinsics, parse_transform_matrix, read_json_object
+from .blender import (
+    frames_of,
+    lookup,
+    parse_frame_entry,
+    parse_intrinsics,
+    parse_transform_matrix,
+    read_json_object,
+)
 from .dataset import Dataset, build_dataset
 from .distortion import LensDistortion, Undistorter
 from .errors import DatasetError
-from .images import read_image_info
 from .ply import read_ply_points
 
 __all__ = ["CAMERA_MODELS", "DEFAULT_NERFSTUDIO_ROOT", "load_nerfstudio", "parse_nerfstudio"]
@@ -74,16 +80,13 @@ def load_nerfstudio(
     spec = parse_nerfstudio(
         resolve_root(path, DEFAULT_NERFSTUDIO_ROOT), downscale=downscale, llffhold=llffhold
     )
-    up = None
-    if orient and spec.frames:
-        up = -np.mean([frame.world_to_camera[1, :3] for frame in spec.frames], axis=0)
     return build_dataset(
         spec,
         background=background,
         device=device,
         normalize=normalize,
         scale_factor=scale_factor,
-        up=up,
+        orient=orient,
     )
 
 
@@ -104,11 +107,7 @@ def parse_nerfstudio(root: Path, *, downscale: int = 1, llffhold: int = 8) -> Sc
     if not json_path.is_file():
         raise DatasetError(json_path, "missing (a nerfstudio scene needs it)")
     meta = read_json_object(json_path)
-    frames = meta.get("frames")
-    if not isinstance(frames, list):
-        raise DatasetError(json_path, "no 'frames' list")
-    if not frames:
-        raise DatasetError(json_path, "'frames' is empty")
+    frames = frames_of(json_path, meta)
     applied = np.eye(4)
     if meta.get("applied_transform") is not None:
         applied = parse_transform_matrix(
@@ -181,37 +180,25 @@ def _normalized(file_path: str) -> str:
 def _parse_frame(root, json_path, meta, entry, number, downscale, to_original, spec):
     """(Frame, camera model, distortion or None) for one entry, or None if its image is bad."""
     where = f"frame {number}"
-    if not isinstance(entry, dict):
-        raise DatasetError(json_path, f"{where} is not a JSON object")
-    file_path = entry.get("file_path")
-    if not isinstance(file_path, str) or not file_path:
-        raise DatasetError(json_path, f"{where} has no 'file_path'")
-    c2w_gl = parse_transform_matrix(json_path, where, entry.get("transform_matrix"))
+    file_path, c2w_gl = parse_frame_entry(json_path, where, entry)
     w2c = rigid_inverse(to_original @ c2w_gl @ OPENGL_TO_OPENCV)
     model, distortion = _lens(json_path, where, meta, entry)
 
     name = _normalized(file_path)
     full_path = root / name
-    if not full_path.is_file():
-        spec.problems.append(
-            DatasetError(full_path, f"image referenced by {json_path.name} {where} does not exist")
-        )
+    header = spec.read_header(full_path, f"{json_path.name} {where}")
+    if header is None:
         return None
-    try:
-        full_w, full_h, has_alpha = read_image_info(full_path)
-    except DatasetError as error:
-        spec.problems.append(error)
-        return None
+    full_w, full_h, has_alpha = header
     intrinsics = parse_intrinsics(json_path, where, meta, entry, full_w, full_h)
     path, size, reduce = full_path, (full_w, full_h), 1
     if downscale > 1:
         smaller = root / f"images_{downscale}" / full_path.name
         if smaller.is_file():
-            try:
-                width, height, has_alpha = read_image_info(smaller)
-            except DatasetError as error:
-                spec.problems.append(error)
+            header = spec.read_header(smaller, f"{json_path.name} {where}")
+            if header is None:
                 return None
+            width, height, has_alpha = header
             intrinsics[0] *= width / full_w
             intrinsics[1] *= height / full_h
             path, size = smaller, (width, height)

@@ -24,6 +24,7 @@ from PIL import Image
 from ._geometry import (
     OPENGL_TO_OPENCV,
     look_at_world_to_camera,
+    pixel_rays,
     rigid_inverse,
     rotation_to_quaternion,
 )
@@ -114,16 +115,9 @@ def render_sphere(
     ``"sky"`` fills it opaque with a smooth colour of the ray direction. With a
     ``distortion`` the camera has that lens: each pixel's ray is found by undistorting it.
     """
-    u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    xy = np.stack(
-        [(u - intrinsics[0, 2]) / intrinsics[0, 0], (v - intrinsics[1, 2]) / intrinsics[1, 1]],
-        axis=-1,
-    )
-    if distortion is not None:
-        xy = distortion.undistort(xy)
-        if np.isnan(xy).any():
-            raise ValueError("the distortion cannot be inverted everywhere in the image")
-    rays_cam = np.concatenate([xy, np.ones_like(u)[..., None]], axis=-1)
+    rays_cam = pixel_rays(intrinsics, width, height, distortion)
+    if np.isnan(rays_cam).any():
+        raise ValueError("the distortion cannot be inverted everywhere in the image")
     rotation = world_to_camera[:3, :3]
     origin = -rotation.T @ world_to_camera[:3, 3]
     directions = rays_cam @ rotation  # camera -> world: R^T d, written for row vectors
@@ -278,6 +272,28 @@ def _orbit_cameras(n_images: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack(w2cs)
 
 
+def _orbit_truth(path, fmt, names, w2cs, intrinsics, images, points, lens) -> SceneTruth:
+    """The truth of an orbit scene (LLFF split: every 8th image by name is a test image)."""
+    n_images = len(names)
+    test = [i for i in range(n_images) if i % 8 == 0]
+    return SceneTruth(
+        path=path,
+        format=fmt,
+        names=names,
+        splits={"train": [i for i in range(n_images) if i % 8], "val": test, "test": test},
+        world_to_camera=w2cs,
+        intrinsics=intrinsics,
+        width=images[0].shape[1],
+        height=images[0].shape[0],
+        images=np.stack(images),
+        sphere_center=_ORBIT_CENTER,
+        sphere_radius=_ORBIT_RADIUS,
+        points=points,
+        point_colors=_to_uint8(sphere_color(points, _ORBIT_CENTER, _ORBIT_RADIUS)),
+        distortion=lens,
+    )
+
+
 def write_colmap_scene(
     path: str | Path,
     *,
@@ -382,23 +398,8 @@ def write_colmap_scene(
     )
     for file_format in sparse_formats:
         write_colmap_model(path / "sparse" / "0", model, file_format=file_format)
-    test = [i for i in range(n_images) if i % 8 == 0]
-    return SceneTruth(
-        path=path,
-        format="colmap",
-        names=names,
-        splits={"train": [i for i in range(n_images) if i % 8], "val": test, "test": test},
-        world_to_camera=w2cs,
-        intrinsics=np.repeat(intrinsics[None], n_images, axis=0),
-        width=width,
-        height=height,
-        images=np.stack(images),
-        sphere_center=center,
-        sphere_radius=radius,
-        points=points,
-        point_colors=colors,
-        distortion=lens,
-    )
+    intrinsics = np.repeat(intrinsics[None], n_images, axis=0)
+    return _orbit_truth(path, "colmap", names, w2cs, intrinsics, images, points, lens)
 
 
 #: what nerfstudio's COLMAP conversion applies to the world, (x, y, z) -> (x, z, -y), and
@@ -518,20 +519,5 @@ def write_nerfstudio_scene(
         }
     )
     (path / "transforms.json").write_text(json.dumps(meta, indent=2))
-    test = [i for i in range(n_images) if i % 8 == 0]
-    return SceneTruth(
-        path=path,
-        format="nerfstudio",
-        names=[frame["file_path"] for frame in frames],
-        splits={"train": [i for i in range(n_images) if i % 8], "val": test, "test": test},
-        world_to_camera=w2cs,
-        intrinsics=np.stack(intrinsics),
-        width=width,
-        height=height,
-        images=np.stack(images),
-        sphere_center=center,
-        sphere_radius=radius,
-        points=points,
-        point_colors=colors,
-        distortion=lens,
-    )
+    names = [frame["file_path"] for frame in frames]
+    return _orbit_truth(path, "nerfstudio", names, w2cs, np.stack(intrinsics), images, points, lens)
