@@ -173,6 +173,17 @@ def test_lens_is_recovered_photos_undistorted_and_overwrite_replaces(distorted_p
 
 
 @needs_pycolmap
+def test_pinhole_photos_are_copied_byte_for_byte(room_photos, tmp_path):
+    result = run(room_photos[0], tmp_path / "room", "--camera-model", "SIMPLE_PINHOLE")
+    assert result.exit_code == 0, result.output
+    assert "(no distortion: photos copied unchanged)" in result.output
+    for path in room_photos[0].iterdir():
+        assert (tmp_path / "room" / "images" / path.name).read_bytes() == path.read_bytes()
+    report = json.loads((tmp_path / "room" / "from_images.json").read_text())
+    assert report["undistorted"][0]["copied"] is True
+
+
+@needs_pycolmap
 def test_too_few_registered_exits_1_with_advice_and_writes_nothing(tmp_path):
     photos = tmp_path / "noise"
     photos.mkdir()
@@ -180,7 +191,7 @@ def test_too_few_registered_exits_1_with_advice_and_writes_nothing(tmp_path):
     for index in range(4):  # unrelated noise: nothing matches
         pixels = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(photos / f"noise_{index}.png")
-    out = tmp_path / "out"
+    out = tmp_path / "new" / "out"  # its parent is made for it, and removed on failure
     result = run(photos, out, "--threads", 2)
     assert result.exit_code == 1
     assert "Try: photos that overlap more" in result.output

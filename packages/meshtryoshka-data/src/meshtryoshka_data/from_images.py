@@ -90,8 +90,9 @@ class FromImagesReport:
         cameras: the estimated camera(s): ``{"model", "width", "height", "params"}`` with
             COLMAP's parameters of that model (e.g. SIMPLE_RADIAL: f, cx, cy, k).
         undistorted: the PINHOLE camera(s) of the images written, in the same order:
-            ``{"width", "height", "params": [fx, fy, cx, cy], "field_of_view": [x, y]}``
-            (the fraction kept; ``[1, 1]`` when the photos were copied unchanged).
+            ``{"width", "height", "params": [fx, fy, cx, cy], "field_of_view": [x, y],
+            "copied": bool}`` (the fraction of the field of view kept; ``copied``: the
+            camera had no distortion and its photos were copied unchanged).
         matching: ``"exhaustive"`` or ``"sequential"``.
         seconds: wall time per stage.
         versions: pycolmap and COLMAP.
@@ -125,7 +126,7 @@ class FromImagesReport:
                 f"undistorted:  {_describe({'model': 'PINHOLE', **pinhole})}"
                 + (
                     " (no distortion: photos copied unchanged)"
-                    if kept == [1.0, 1.0]
+                    if pinhole["copied"]
                     else f" (keeps {kept[0]:.0%} x {kept[1]:.0%} of the field of view)"
                 )
             )
@@ -212,9 +213,11 @@ def images_to_dataset(
             )
     report.matching = matching
 
+    new_parent = not out.parent.exists()
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     saved_log_level = pycolmap.logging.minloglevel
+    done = False
     try:
         pycolmap.logging.minloglevel = 0 if verbose else 2  # 2: COLMAP's errors only
         model = _reconstruct(
@@ -238,9 +241,12 @@ def images_to_dataset(
         if out.exists():  # overwrite: swap only now that the new dataset is complete
             out.rename(work / "replaced")
         dataset.rename(out)
+        done = True
     finally:
         pycolmap.logging.minloglevel = saved_log_level
         shutil.rmtree(work, ignore_errors=True)
+        if new_parent and not done and not any(out.parent.iterdir()):
+            out.parent.rmdir()  # the folder this call made for OUT_DIR
     return report
 
 
@@ -493,6 +499,7 @@ def _write_dataset(photos, model: ColmapModel, dataset: Path, downscales, report
                 "height": camera.height,
                 "params": [float(v) for v in (fx, fy, cx, cy)],
                 "field_of_view": [float(kept[0]), float(kept[1])],
+                "copied": camera_id not in undistorters,
             }
         )
     images = {
