@@ -56,28 +56,31 @@ class Batch:
 
 @dataclass(eq=False)
 class Dataset:
-    """A loaded scene, as built by :func:`load_blender`, :func:`load_colmap` or `load_dataset`.
+    """A loaded scene, as built by :func:`load_blender`, :func:`load_colmap`,
+    :func:`load_nerfstudio` or :func:`load_dataset`.
 
     Attributes:
-        format: ``"blender"`` or ``"colmap"``.
+        format: ``"blender"``, ``"colmap"`` or ``"nerfstudio"``.
         root: the dataset folder.
         names: ``N`` image names (relative paths), in index order.
         images: uint8 ``[N, H, W, C]`` on ``device``; ``C`` is 4 (straight RGBA) when any file
             has alpha, else 3. Kept as uint8 (4x smaller than float32) until a batch is made.
         world_to_camera: float32 ``[N, 4, 4]`` on ``device``, OpenCV (+x right, +y down,
             +z forward), rigid, in normalized scene coordinates.
-        intrinsics: float32 ``[N, 3, 3]`` on ``device``, pixels, for the images as loaded.
+        intrinsics: float32 ``[N, 3, 3]`` on ``device``, pixels, for the images as loaded
+            (pinhole: images of distorted cameras are undistorted on load).
         splits: ``{"train", "val", "test"}`` -> int64 ``[n]`` CPU tensors of image indices.
         background: ``"white"``, ``"black"`` or ``"random"`` (a random colour per image and
             step in :meth:`sample_batch`; evaluation then uses white).
         points: float32 ``[P, 3]`` on ``device``, normalized coordinates (COLMAP's sparse
-            cloud), or None.
+            cloud, or nerfstudio's ``ply_file_path``), or None.
         point_colors: uint8 ``[P, 3]`` on ``device``, or None.
         bounds: float32 ``[2, 3]`` (min, max) of the camera centres, normalized coordinates.
         transform: the :class:`Similarity` from dataset coordinates to normalized ones.
         scale_factor: the half-side of the cube the cameras were fitted into (or the plain
             scale applied when the loader did not normalize).
-        camera_model: the source camera model, e.g. ``"PINHOLE"`` or ``"camera_angle_x"``.
+        camera_model: the source camera model, e.g. ``"PINHOLE"``, ``"OPENCV"`` (undistorted on
+            load) or ``"camera_angle_x"``.
     """
 
     format: str

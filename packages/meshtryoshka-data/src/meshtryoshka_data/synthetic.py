@@ -58,7 +58,7 @@ class SceneTruth:
 
     Attributes:
         path: the scene folder.
-        format: ``"blender"`` or ``"colmap"``.
+        format: ``"blender"``, ``"colmap"`` or ``"nerfstudio"``.
         names: ``N`` image names in the order the loaders return them (Blender: JSON order,
             train then val then test; COLMAP: sorted by name).
         splits: ``{"train", "val", "test"}`` -> lists of indices into ``names``.
