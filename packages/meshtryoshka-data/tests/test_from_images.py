@@ -195,6 +195,7 @@ def test_too_few_registered_exits_1_with_advice_and_writes_nothing(tmp_path):
     result = run(photos, out, "--threads", 2)
     assert result.exit_code == 1
     assert "Try: photos that overlap more" in result.output
+    assert "--matching exhaustive" not in result.output  # it was exhaustive already
     assert "got a pose" in result.output or "no reconstruction" in result.output
     assert f"Nothing was written to {out}" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["noise"]  # no partial folder

@@ -371,7 +371,7 @@ def _reconstruct(pycolmap, photos, names, work, report, echo, **options) -> Colm
             extraction_options=extraction,
         )
     pairs = n * (n - 1) // 2 if options["matching"] == "exhaustive" else None
-    text = f"{pairs} pairs" if pairs else "each photo with the next 10 by name, and 20, 40, ..."
+    text = f"{pairs} pairs" if pairs else "each photo with the next 10 by name and 2^k ahead"
     with _Stage(report, echo, "matching", f"[2/4] matching: {options['matching']}, {text}"):
         matcher = pycolmap.FeatureMatchingOptions()
         matcher.num_threads = threads
@@ -395,7 +395,8 @@ def _reconstruct(pycolmap, photos, names, work, report, echo, **options) -> Colm
     report.n_models = len(models)
     if not models:
         raise ReconstructionError(
-            f"no reconstruction: COLMAP found no pair of the {n} photos to start from. " + _ADVICE,
+            f"no reconstruction: COLMAP found no pair of the {n} photos to start from. "
+            + _advice(options["matching"]),
             report,
         )
     best = max(models.values(), key=lambda model: model.num_reg_images())
@@ -416,7 +417,8 @@ def _reconstruct(pycolmap, photos, names, work, report, echo, **options) -> Colm
         )
         raise ReconstructionError(
             f"only {report.n_registered} of {n} photos got a pose{split}; at least {needed} "
-            f"are needed (--min-registered {options['min_registered']}). " + _ADVICE,
+            f"are needed (--min-registered {options['min_registered']}). "
+            + _advice(options["matching"]),
             report,
         )
     (work / "chosen").mkdir()
@@ -426,13 +428,20 @@ def _reconstruct(pycolmap, photos, names, work, report, echo, **options) -> Colm
     return ColmapModel(model.cameras, images, model.points)
 
 
-_ADVICE = (
-    "Try: photos that overlap more (each scene point in 3 or more photos, 60-80% overlap "
-    "between neighbours), a static, textured scene under even light (no blur, no plain white "
-    "walls, no reflections), --matching exhaustive if the file names do not follow the camera "
-    "path, --camera-model OPENCV for wide-angle lenses (OPENCV_FISHEYE for fisheyes), a larger "
-    "--max-image-size for small details, or more photos."
-)
+def _advice(matching: str) -> str:
+    """What to try when too few photos register."""
+    exhaustive = (
+        "--matching exhaustive if the file names do not follow the camera path, "
+        if matching == "sequential"
+        else ""
+    )
+    return (
+        "Try: photos that overlap more (each scene point in 3 or more photos, 60-80% overlap "
+        "between neighbours), a static, textured scene under even light (no blur, no plain "
+        f"white walls, no reflections), {exhaustive}--camera-model OPENCV for wide-angle lenses "
+        "(OPENCV_FISHEYE for fisheyes), a larger --max-image-size for small details, or more "
+        "photos."
+    )
 
 
 class _MapperProgress:
