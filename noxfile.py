@@ -74,15 +74,26 @@ def local_dependencies(name: str) -> list[str]:
     return [sibling for sibling in PACKAGES if sibling in needed]
 
 
-def local_requirements(name: str, extras: str = "test") -> list[str]:
+def local_requirements(
+    name: str, extras: str = "test", sibling_extras: dict[str, str] | None = None
+) -> list[str]:
     """pip arguments installing package `name` (with `extras`) and the local packages it needs.
 
     Sibling packages are not on a package index during development, so each one that `name`
-    needs (also through another sibling) is installed from its folder; everything else comes
-    from the index.
+    needs (also through another sibling) is installed from its folder (with its
+    `sibling_extras`, if any); everything else comes from the index.
     """
-    needed = local_dependencies(name)
-    return [str(package_dir(s)) for s in needed] + [f"{package_dir(name)}[{extras}]"]
+    sibling_extras = sibling_extras or {}
+    siblings = [
+        f"{package_dir(s)}[{sibling_extras[s]}]" if s in sibling_extras else str(package_dir(s))
+        for s in local_dependencies(name)
+    ]
+    return [*siblings, f"{package_dir(name)}[{extras}]"]
+
+
+#: extras a package's `tests` session installs besides `test`: meshtryoshka-data's `colmap`
+#: (pycolmap), so that the from-images tests run instead of skipping
+TEST_EXTRAS = {"meshtryoshka-data": "test,colmap"}
 
 
 def install_torch(session: nox.Session) -> None:
@@ -105,7 +116,7 @@ def tests(session: nox.Session, package: str) -> None:
     a shipped experiment) or an undeclared dependency fails here.
     """
     install_torch(session)
-    session.install(*local_requirements(package))
+    session.install(*local_requirements(package, extras=TEST_EXTRAS.get(package, "test")))
     pytest(session, str(package_dir(package) / "tests"))
 
 
@@ -113,11 +124,17 @@ def tests(session: nox.Session, package: str) -> None:
 def integration(session: nox.Session) -> None:
     """End-to-end tests over all the packages (tests-integration/), on the CPU."""
     install_torch(session)
-    # the viewer extra and selenium for the browser test (which also needs Debian's chromium)
+    # the viewer extra and selenium for the browser test (which also needs Debian's chromium);
+    # pycolmap (the colmap extra) and Mitsuba 3 for the photos -> poses -> training test
     session.install(
-        *local_requirements("meshtryoshka-train", extras="test,viewer"),
+        *local_requirements(
+            "meshtryoshka-train",
+            extras="test,viewer",
+            sibling_extras={"meshtryoshka-data": "colmap"},
+        ),
         "pytest>=7.4",
         "selenium>=4.10",
+        "mitsuba==3.9.1",
     )
     pytest(session, str(ROOT / "tests-integration"))
 

@@ -5,11 +5,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from data_helpers import assert_close, visible_surface_pixels
+from data_helpers import assert_close, assert_surface_colours
 from PIL import Image
 
 from meshtryoshka_data import load_colmap, load_dataset, read_colmap_model, write_colmap_scene
-from meshtryoshka_data._geometry import project
 
 
 @pytest.mark.parametrize("sparse_format", ["bin", "txt"])
@@ -57,23 +56,7 @@ def test_binary_and_text_models_agree_with_tracks(colmap_truth):
 
 def test_surface_points_project_onto_their_colour(colmap_truth):
     dataset = load_colmap(colmap_truth.path)  # normalized: the truth points are mapped in
-    w2c, k = dataset.world_to_camera.double().numpy(), dataset.intrinsics.double().numpy()
-    raw = colmap_truth.points
-    checked = 0
-    for index in range(len(dataset)):
-        pixels, colors = visible_surface_pixels(
-            colmap_truth, w2c, k, 32, 24, index, from_world=dataset.from_world
-        )
-        # Normalizing cameras and points together leaves every projection where it was.
-        moved, _ = project(dataset.from_world(raw), w2c[index], k[index])
-        truth_k = colmap_truth.intrinsics[index]
-        original, _ = project(raw, colmap_truth.world_to_camera[index], truth_k)
-        assert_close(moved, original, 1e-4, "normalization moved projections")
-        columns, rows = np.floor(pixels).astype(int).T
-        seen = dataset.images[index].numpy()[rows, columns]
-        assert_close(seen, colors, 0.1 * 255, f"colours in image {index}")
-        checked += len(pixels)
-    assert checked > 50
+    assert assert_surface_colours(dataset, colmap_truth) > 50
 
 
 @pytest.mark.parametrize("llffhold, test", [(8, [0, 8]), (3, [0, 3, 6, 9]), (0, [])])

@@ -193,16 +193,29 @@ def test_malformed_text_line(colmap_copy):
     _raises(load, colmap_copy, path, "line 4")
 
 
-def test_distortion_model_is_refused(colmap_copy):
-    sparse = colmap_copy / "sparse" / "0"
+def _replace_camera(sparse, model_name, params):
     model = read_colmap_model(sparse)
     camera = model.cameras[1]
-    opencv = ColmapCamera(
-        1, "OPENCV", camera.width, camera.height, (*camera.params[:4], 0.1, 0, 0, 0)
-    )
-    write_colmap_model(sparse, type(model)({1: opencv}, model.images, model.points))
-    message = _raises(load_colmap, colmap_copy, sparse / "cameras.bin", "OPENCV", "distortion")
-    assert "colmap image_undistorter" in message
+    replaced = ColmapCamera(1, model_name, camera.width, camera.height, params)
+    write_colmap_model(sparse, type(model)({1: replaced}, model.images, model.points))
+    return camera
+
+
+@pytest.mark.parametrize("model_name", ["FOV", "FULL_OPENCV", "THIN_PRISM_FISHEYE"])
+def test_camera_model_that_is_not_undistorted_is_refused(colmap_copy, model_name):
+    sparse = colmap_copy / "sparse" / "0"
+    n_params = {"FOV": 5, "FULL_OPENCV": 12, "THIN_PRISM_FISHEYE": 12}[model_name]
+    _replace_camera(sparse, model_name, (30.0, 30.0, 16.0, 12.0) + (0.01,) * (n_params - 4))
+    message = _raises(load_colmap, colmap_copy, sparse / "cameras.bin", model_name, "OPENCV")
+    assert "meshtryoshka-data from-images" in message and "colmap image_undistorter" in message
+
+
+def test_distortion_that_folds_over_is_refused(colmap_copy):
+    sparse = colmap_copy / "sparse" / "0"
+    camera = _replace_camera(sparse, "RADIAL", (30.0, 16.0, 12.0, -1.5, 0.0))
+    # r * (1 - 1.5 r^2) turns back at r = 0.47, inside the image (corner at r = 0.67)
+    assert camera.width == 32
+    _raises(load_colmap, colmap_copy, sparse / "cameras.bin", "camera 1 (RADIAL)", "folds over")
 
 
 def test_image_with_unknown_camera(colmap_copy):

@@ -5,7 +5,13 @@ import pytest
 import torch
 from data_helpers import assert_close
 
-from meshtryoshka_data import Similarity, fit_normalization, load_colmap
+from meshtryoshka_data import (
+    Similarity,
+    camera_pose_errors,
+    fit_normalization,
+    fit_similarity,
+    load_colmap,
+)
 from meshtryoshka_data._geometry import project, rigid_inverse
 from meshtryoshka_data.normalization import _rotation_onto_z
 
@@ -92,3 +98,52 @@ def test_orient_maps_the_up_direction_to_z(colmap_truth):
     up_world /= up_world.norm()
     assert up_world[2].item() == pytest.approx(1.0, abs=1e-6)
     assert dataset.camera_centers.abs().max().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_fit_similarity_recovers_a_known_transform():
+    rng = np.random.default_rng(3)
+    source = rng.normal(size=(20, 3))
+    truth = Similarity(center=[0.5, -1.0, 2.0], scale=2.5, rotation=_random_rotation(rng))
+    fitted = fit_similarity(source, truth.from_world(source))
+    assert_close(fitted.rotation, truth.rotation, 1e-10, "rotation")
+    assert abs(fitted.scale - 2.5) < 1e-10
+    assert_close(fitted.center, truth.center, 1e-10, "center")
+    # With noise it is the least-squares fit: no better fit nearby.
+    noisy = truth.from_world(source) + rng.normal(scale=0.01, size=source.shape)
+    fitted = fit_similarity(source, noisy)
+    residual = ((fitted.from_world(source) - noisy) ** 2).sum()
+    worse = Similarity(center=fitted.center + 1e-3, scale=fitted.scale, rotation=fitted.rotation)
+    assert residual < ((worse.from_world(source) - noisy) ** 2).sum()
+
+
+def test_fit_similarity_refuses_degenerate_input():
+    with pytest.raises(ValueError, match="must both be"):
+        fit_similarity(np.zeros((2, 3)), np.zeros((2, 3)))
+    line = np.outer(np.arange(5.0), [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="degenerate"):
+        fit_similarity(line, line)
+
+
+def test_camera_pose_errors_measure_what_was_added():
+    rng = np.random.default_rng(4)
+    truth = np.stack([np.eye(4)] * 6)
+    for w2c in truth:
+        w2c[:3, :3] = _random_rotation(rng)
+        w2c[:3, 3] = rng.normal(size=3)
+    # The same cameras in another frame (a similarity away) ...
+    frame = Similarity(center=[1.0, 2.0, -1.0], scale=0.3, rotation=_random_rotation(rng))
+    moved = frame.transform_world_to_camera(truth)
+    transform, rotation_error, center_error = camera_pose_errors(moved, truth)
+    assert abs(transform.scale - 0.3) < 1e-9
+    assert_close(rotation_error, np.zeros(6), 1e-5, "rotation errors (degrees)")
+    assert_close(center_error, np.zeros(6), 1e-9, "centre errors")
+    # ... then one of them turned by 0.6 degrees about its centre: the fitted rotation takes
+    # a sixth of it, so that camera is off by 0.5 degrees and the others by 0.1.
+    turn = np.radians(0.6)
+    center = -moved[2, :3, :3].T @ moved[2, :3, 3]
+    spin = np.array([[np.cos(turn), -np.sin(turn), 0], [np.sin(turn), np.cos(turn), 0], [0, 0, 1]])
+    moved[2, :3, :3] = spin @ moved[2, :3, :3]
+    moved[2, :3, 3] = -moved[2, :3, :3] @ center
+    _, rotation_error, center_error = camera_pose_errors(moved, truth)
+    assert_close(rotation_error, [0.1, 0.1, 0.5, 0.1, 0.1, 0.1], 1e-4, "rotation errors")
+    assert center_error.max() < 0.01  # the 0.1-degree tilt of the fit moves them a little

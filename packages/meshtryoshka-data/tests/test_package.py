@@ -21,3 +21,10 @@ def test_version_matches_pyproject():
 def test_all_names_exist():
     missing = [name for name in meshtryoshka_data.__all__ if not hasattr(meshtryoshka_data, name)]
     assert missing == []
+
+
+def test_colmap_extra_is_what_from_images_asks_for():
+    from meshtryoshka_data.from_images import PYCOLMAP_REQUIREMENT
+
+    extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    assert extras["colmap"] == [PYCOLMAP_REQUIREMENT]

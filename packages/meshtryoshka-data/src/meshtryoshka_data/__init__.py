@@ -1,4 +1,4 @@
-"""Dataset loaders for Meshtryoshka: NeRF-synthetic (Blender) and COLMAP (Mip-NeRF 360).
+"""Dataset loaders for Meshtryoshka: NeRF-synthetic (Blender), nerfstudio and COLMAP (Mip-NeRF 360).
 
 Conventions: OpenCV world-to-camera ``[N, 4, 4]`` (+x right, +y down, +z forward), pixel
 intrinsics ``[N, 3, 3]`` with pixel centres at ``+0.5``, images uint8 in the dataset and
@@ -20,10 +20,18 @@ from .colmap import (
 from .colmap_dataset import DEFAULT_COLMAP_ROOT, MIPNERF360_DOWNSCALE, load_colmap
 from .dataset import Batch, Dataset
 from .detect import detect_format, load_dataset
+from .distortion import LensDistortion, Undistorter
 from .errors import DatasetError
+from .from_images import FromImagesReport, ReconstructionError, images_to_dataset
 from .images import area_downscale
-from .normalization import Similarity, fit_normalization
-from .synthetic import SceneTruth, write_blender_scene, write_colmap_scene
+from .nerfstudio import DEFAULT_NERFSTUDIO_ROOT, load_nerfstudio
+from .normalization import Similarity, camera_pose_errors, fit_normalization, fit_similarity
+from .synthetic import (
+    SceneTruth,
+    write_blender_scene,
+    write_colmap_scene,
+    write_nerfstudio_scene,
+)
 
 try:
     __version__ = version("meshtryoshka-data")
@@ -33,6 +41,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 __all__ = [
     "DEFAULT_BLENDER_ROOT",
     "DEFAULT_COLMAP_ROOT",
+    "DEFAULT_NERFSTUDIO_ROOT",
     "MIPNERF360_DOWNSCALE",
     "Batch",
     "CheckReport",
@@ -42,18 +51,27 @@ __all__ = [
     "ColmapPoints",
     "Dataset",
     "DatasetError",
+    "FromImagesReport",
+    "LensDistortion",
+    "ReconstructionError",
     "SceneTruth",
     "Similarity",
+    "Undistorter",
     "__version__",
     "area_downscale",
+    "camera_pose_errors",
     "check_dataset",
     "detect_format",
     "fit_normalization",
+    "fit_similarity",
+    "images_to_dataset",
     "load_blender",
     "load_colmap",
     "load_dataset",
+    "load_nerfstudio",
     "read_colmap_model",
     "write_blender_scene",
     "write_colmap_model",
     "write_colmap_scene",
+    "write_nerfstudio_scene",
 ]

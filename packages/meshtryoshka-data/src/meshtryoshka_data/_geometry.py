@@ -98,3 +98,20 @@ def project(points: np.ndarray, world_to_camera: np.ndarray, intrinsics: np.ndar
     uv = cam[:, :2] / depth[:, None]
     pixels = uv * np.array([intrinsics[0, 0], intrinsics[1, 1]]) + intrinsics[:2, 2]
     return pixels, depth
+
+
+def pixel_rays(intrinsics: np.ndarray, width: int, height: int, distortion=None) -> np.ndarray:
+    """Camera-space ray directions ``[H, W, 3]`` (``z = 1``) through every pixel centre.
+
+    Pixel centres are at ``+0.5``. With a ``distortion`` (a
+    :class:`~meshtryoshka_data.LensDistortion`) the camera has that lens: each pixel's ideal
+    coordinates are found by undistorting it (NaN where the lens model cannot reach).
+    """
+    u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    xy = np.stack(
+        [(u - intrinsics[0, 2]) / intrinsics[0, 0], (v - intrinsics[1, 2]) / intrinsics[1, 1]],
+        axis=-1,
+    )
+    if distortion is not None:
+        xy = distortion.undistort(xy)
+    return np.concatenate([xy, np.ones_like(u)[..., None]], axis=-1)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .distortion import Undistorter
 from .errors import DatasetError
+from .images import read_image_info
 
 
 @dataclass
@@ -16,8 +18,10 @@ class Frame:
 
     ``world_to_camera`` is OpenCV, float64 [4, 4], in dataset coordinates; ``intrinsics``
     float64 [3, 3] refers to the image *as loaded* (``size`` = (width, height) after any
-    downscale). ``reduce`` is the factor to shrink the file by while reading it, ``crop``
-    whether that shrink drops partial blocks (floor sizes) or averages them (ceil sizes).
+    downscale, and after undistortion). ``reduce`` is the factor to shrink the file by while
+    reading it, ``crop`` whether that shrink drops partial blocks (floor sizes) or averages
+    them (ceil sizes). ``undistorter``, when set, resamples the shrunk image of a distorted
+    camera into the pinhole camera ``intrinsics`` (frames of one camera share it).
     """
 
     name: str
@@ -29,6 +33,7 @@ class Frame:
     has_alpha: bool
     reduce: int = 1
     crop: bool = True
+    undistorter: Undistorter | None = None
 
 
 @dataclass
@@ -45,13 +50,27 @@ class SceneSpec:
     camera_model: str
     points: np.ndarray | None = None  # float64 [P, 3], dataset coordinates
     point_colors: np.ndarray | None = None  # uint8 [P, 3]
-    val_is_test: bool = False  # COLMAP scenes have no val split: it repeats the test split
+    val_is_test: bool = False  # no val split (COLMAP, most nerfstudio scenes): it repeats test
     notes: list[str] = field(default_factory=list)
     problems: list[DatasetError] = field(default_factory=list)
 
     def raise_first_problem(self) -> None:
         if self.problems:
             raise self.problems[0]
+
+    def read_header(self, path: Path, referenced_by: str) -> tuple[int, int, bool] | None:
+        """``(width, height, has_alpha)`` of an image, or None after recording in ``problems``
+        why it cannot be used (missing, or unreadable)."""
+        if not path.is_file():
+            self.problems.append(
+                DatasetError(path, f"image referenced by {referenced_by} does not exist")
+            )
+            return None
+        try:
+            return read_image_info(path)
+        except DatasetError as error:
+            self.problems.append(error)
+            return None
 
     def check_one_size(self) -> None:
         """Record a problem for every frame whose size differs from the first frame's."""

@@ -13,7 +13,6 @@ from ._geometry import OPENGL_TO_OPENCV, rigid_inverse, rigidity_error
 from ._scene import Frame, SceneSpec, resolve_root
 from .dataset import Dataset, build_dataset
 from .errors import DatasetError
-from .images import read_image_info
 
 __all__ = ["DEFAULT_BLENDER_ROOT", "load_blender", "parse_blender"]
 
@@ -84,13 +83,8 @@ def parse_blender(root: Path, *, downscale: int = 1) -> SceneSpec:
                 raise DatasetError(json_path, "missing (a NeRF-synthetic scene needs it)")
             spec.notes.append(f"{json_path.name} not found: the {split} split is empty")
             continue
-        meta = _read_json(json_path)
-        frames = meta.get("frames")
-        if not isinstance(frames, list):
-            raise DatasetError(json_path, "no 'frames' list")
-        if not frames:
-            raise DatasetError(json_path, "'frames' is empty")
-        for number, entry in enumerate(frames):
+        meta = read_json_object(json_path)
+        for number, entry in enumerate(frames_of(json_path, meta)):
             frame = _parse_frame(root, json_path, meta, entry, number, split, downscale, spec)
             if frame is not None:
                 spec.frames.append(frame)
@@ -100,7 +94,7 @@ def parse_blender(root: Path, *, downscale: int = 1) -> SceneSpec:
     return spec
 
 
-def _read_json(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -118,12 +112,7 @@ def _model_name(meta: dict, entry: dict) -> str:
 
 def _parse_frame(root, json_path, meta, entry, number, split, downscale, spec) -> Frame | None:
     where = f"frame {number}"
-    if not isinstance(entry, dict):
-        raise DatasetError(json_path, f"{where} is not a JSON object")
-    file_path = entry.get("file_path")
-    if not isinstance(file_path, str) or not file_path:
-        raise DatasetError(json_path, f"{where} has no 'file_path'")
-    c2w_gl = _parse_matrix(json_path, where, entry.get("transform_matrix"))
+    file_path, c2w_gl = parse_frame_entry(json_path, where, entry)
     w2c = rigid_inverse(c2w_gl @ OPENGL_TO_OPENCV)
 
     image_path = root / file_path
@@ -131,18 +120,12 @@ def _parse_frame(root, json_path, meta, entry, number, split, downscale, spec) -
         with_png = root / (file_path + ".png")
         if with_png.is_file() or not image_path.suffix:
             image_path = with_png
-    if not image_path.is_file():
-        spec.problems.append(
-            DatasetError(image_path, f"image referenced by {json_path.name} {where} does not exist")
-        )
+    header = spec.read_header(image_path, f"{json_path.name} {where}")
+    if header is None:
         return None
-    try:
-        full_w, full_h, has_alpha = read_image_info(image_path)
-    except DatasetError as error:
-        spec.problems.append(error)
-        return None
+    full_w, full_h, has_alpha = header
 
-    intrinsics = _intrinsics(json_path, where, meta, entry, full_w, full_h)
+    intrinsics = parse_intrinsics(json_path, where, meta, entry, full_w, full_h)
     if downscale > 1:
         intrinsics[:2] /= downscale
     size = (full_w // downscale, full_h // downscale)
@@ -152,28 +135,53 @@ def _parse_frame(root, json_path, meta, entry, number, split, downscale, spec) -
     return Frame(name, image_path, split, w2c, intrinsics, size, has_alpha, downscale, True)
 
 
-def _parse_matrix(json_path: Path, where: str, value) -> np.ndarray:
+def frames_of(json_path: Path, meta: dict) -> list:
+    """The non-empty ``frames`` list of a transforms file."""
+    frames = meta.get("frames")
+    if not isinstance(frames, list):
+        raise DatasetError(json_path, "no 'frames' list")
+    if not frames:
+        raise DatasetError(json_path, "'frames' is empty")
+    return frames
+
+
+def parse_frame_entry(json_path: Path, where: str, entry) -> tuple[str, np.ndarray]:
+    """``(file_path, transform_matrix)`` of one entry of a ``frames`` list (both layouts)."""
+    if not isinstance(entry, dict):
+        raise DatasetError(json_path, f"{where} is not a JSON object")
+    file_path = entry.get("file_path")
+    if not isinstance(file_path, str) or not file_path:
+        raise DatasetError(json_path, f"{where} has no 'file_path'")
+    return file_path, parse_transform_matrix(json_path, where, entry.get("transform_matrix"))
+
+
+def parse_transform_matrix(
+    json_path: Path, where: str, value, key: str = "transform_matrix"
+) -> np.ndarray:
+    """A rigid 4x4 float64 matrix from JSON (4x4 or 3x4), its rotation snapped orthonormal.
+
+    Raises DatasetError naming ``json_path``, ``where`` and ``key`` when ``value`` is not a
+    matrix of finite numbers of that shape, is singular, or scales, shears or mirrors.
+    """
     try:
         matrix = np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise DatasetError(
-            json_path, f"{where}: 'transform_matrix' is not a matrix of numbers"
-        ) from None
+        raise DatasetError(json_path, f"{where}: {key!r} is not a matrix of numbers") from None
     if matrix.shape == (3, 4):
         matrix = np.vstack([matrix, [0.0, 0.0, 0.0, 1.0]])
     if matrix.shape != (4, 4):
         raise DatasetError(
-            json_path, f"{where}: 'transform_matrix' must be 4x4 (or 3x4), got shape {matrix.shape}"
+            json_path, f"{where}: {key!r} must be 4x4 (or 3x4), got shape {matrix.shape}"
         )
     if not np.isfinite(matrix).all():
-        raise DatasetError(json_path, f"{where}: 'transform_matrix' has non-finite values")
+        raise DatasetError(json_path, f"{where}: {key!r} has non-finite values")
     if abs(np.linalg.det(matrix[:3, :3])) < 1e-8:
-        raise DatasetError(json_path, f"{where}: 'transform_matrix' is not invertible")
+        raise DatasetError(json_path, f"{where}: {key!r} is not invertible")
     error = rigidity_error(matrix)
     if error > _RIGID_TOLERANCE:
         raise DatasetError(
             json_path,
-            f"{where}: 'transform_matrix' is not a rigid camera-to-world transform "
+            f"{where}: {key!r} is not a rigid transform, a rotation and a translation "
             f"(deviation {error:.3g}; scaled, sheared or mirrored)",
         )
     # Snap the rotation to the nearest orthonormal matrix so the inverse is exact.
@@ -182,12 +190,12 @@ def _parse_matrix(json_path: Path, where: str, value) -> np.ndarray:
     return matrix
 
 
-def _lookup(meta: dict, entry: dict, key: str):
+def lookup(meta: dict, entry: dict, key: str):
     return entry[key] if key in entry else meta.get(key)
 
 
-def _intrinsics(json_path, where, meta, entry, width, height) -> np.ndarray:
-    values = {key: _lookup(meta, entry, key) for key in _INTRINSIC_KEYS}
+def parse_intrinsics(json_path, where, meta, entry, width, height) -> np.ndarray:
+    values = {key: lookup(meta, entry, key) for key in _INTRINSIC_KEYS}
     for key, value in values.items():
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
             raise DatasetError(

@@ -13,6 +13,7 @@ from .colmap_dataset import parse_colmap
 from .detect import detect_format
 from .errors import DatasetError
 from .images import read_image
+from .nerfstudio import parse_nerfstudio
 
 __all__ = ["CheckReport", "check_dataset"]
 
@@ -78,6 +79,8 @@ def check_dataset(path: str | Path, *, downscale: int = 1, decode: bool = True) 
         report.format = detect_format(path)
         if report.format == "blender":
             spec = parse_blender(Path(path), downscale=downscale)
+        elif report.format == "nerfstudio":
+            spec = parse_nerfstudio(Path(path), downscale=downscale)
         else:
             spec = parse_colmap(Path(path), downscale=downscale)
     except DatasetError as error:
@@ -90,7 +93,7 @@ def check_dataset(path: str | Path, *, downscale: int = 1, decode: bool = True) 
     report.split_sizes = {s: sum(f.split == s for f in spec.frames) for s in splits}
     if spec.val_is_test:
         report.split_sizes["val"] = report.split_sizes["test"]
-        report.notes.append("COLMAP scenes have no val split: val repeats test")
+        report.notes.append("no val split: val repeats test")
     if spec.frames:
         report.resolution = spec.frames[0].size
         report.channels = "RGBA" if any(f.has_alpha for f in spec.frames) else "RGB"

@@ -11,8 +11,8 @@ from ._geometry import quaternion_to_rotation
 from ._scene import Frame, SceneSpec, resolve_root
 from .colmap import ColmapCamera, read_colmap_model
 from .dataset import Dataset, build_dataset
+from .distortion import UNDISTORTED_MODELS, Undistorter, colmap_camera_model
 from .errors import DatasetError
-from .images import read_image_info
 
 __all__ = ["DEFAULT_COLMAP_ROOT", "MIPNERF360_DOWNSCALE", "load_colmap", "parse_colmap"]
 
@@ -22,7 +22,8 @@ MIPNERF360_DOWNSCALE = {
     **dict.fromkeys(("bicycle", "flowers", "garden", "stump", "treehill"), 4),
     **dict.fromkeys(("bonsai", "counter", "kitchen", "room"), 2),
 }
-SUPPORTED_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
+#: every camera model the loader takes; the distorted ones are undistorted on load
+SUPPORTED_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", *UNDISTORTED_MODELS)
 # An image must be a uniform scaling of its camera's size, up to the rounding of a resize:
 # its height may differ from camera height * (image width / camera width) by this many pixels.
 _SIZE_TOLERANCE_PX = 1.0
@@ -67,18 +68,13 @@ def load_colmap(
         llffhold=llffhold,
         sparse_format=sparse_format,
     )
-    up = None
-    if orient and spec.frames:
-        # OpenCV cameras look along +z with +y down: the world-space up of each camera is
-        # minus the second row of its rotation.
-        up = -np.mean([frame.world_to_camera[1, :3] for frame in spec.frames], axis=0)
     return build_dataset(
         spec,
         background=background,
         device=device,
         normalize=normalize,
         scale_factor=scale_factor,
-        up=up,
+        orient=orient,
     )
 
 
@@ -95,8 +91,10 @@ def parse_colmap(
 ) -> SceneSpec:
     """Read the sparse model and the image headers of a COLMAP scene, decoding no pixels.
 
+    Cameras with lens distortion (SIMPLE_RADIAL, RADIAL, OPENCV, OPENCV_FISHEYE) get an
+    :class:`Undistorter` that resamples their images into a pinhole camera on load (noted).
     Structural errors (missing model files or image folder, truncated or malformed model,
-    unknown or distorted camera models) raise :class:`DatasetError`; per-image problems
+    camera models that cannot be undistorted) raise :class:`DatasetError`; per-image problems
     (referenced but absent, unreadable, mixed sizes, size not matching the camera) are
     collected in ``SceneSpec.problems``.
     """
@@ -116,9 +114,10 @@ def parse_colmap(
         if camera.model not in SUPPORTED_MODELS:
             raise DatasetError(
                 cameras_file,
-                f"camera {camera_id} uses the {camera.model} model, which has lens distortion; "
-                f"only {' and '.join(SUPPORTED_MODELS)} are supported. Undistort the images "
-                "first: colmap image_undistorter --image_path images --input_path sparse/0 "
+                f"camera {camera_id} uses the {camera.model} model, which this loader cannot "
+                f"undistort (it takes {', '.join(SUPPORTED_MODELS)}). Undistort the images "
+                "first: run `meshtryoshka-data from-images` on the photos (it undistorts), or "
+                "colmap image_undistorter --image_path images --input_path sparse/0 "
                 "--output_path undistorted",
             )
     if not model.images:
@@ -138,12 +137,33 @@ def parse_colmap(
         )
     spec.camera_model = ", ".join(sorted({model.cameras[i].model for i in used}))
 
+    lenses = {
+        i: colmap_camera_model(model.cameras[i].model, model.cameras[i].params)[1] for i in used
+    }
     ordered = sorted(model.images.values(), key=lambda image: image.name)
+    undistorters: dict[tuple[int, tuple[int, int]], Undistorter] = {}
     for index, image in enumerate(ordered):
         split = "test" if llffhold > 0 and index % llffhold == 0 else "train"
-        frame = _frame(spec, folder, reduce, image, model.cameras[image.camera_id], split)
-        if frame is not None:
-            spec.frames.append(frame)
+        camera = model.cameras[image.camera_id]
+        frame = _frame(spec, folder, reduce, image, camera, split)
+        if frame is None:
+            continue
+        distortion = lenses[camera.camera_id]
+        if distortion is not None and not distortion.is_identity:
+            key = (camera.camera_id, frame.size)
+            if key not in undistorters:
+                try:
+                    undistorters[key] = Undistorter(distortion, frame.intrinsics, frame.size)
+                except ValueError as error:
+                    raise DatasetError(
+                        cameras_file, f"camera {camera.camera_id} ({camera.model}): {error}"
+                    ) from None
+                spec.notes.append(
+                    f"camera {camera.camera_id} ({camera.model}) {undistorters[key].summary()}"
+                )
+            frame.undistorter = undistorters[key]
+            frame.intrinsics = frame.undistorter.intrinsics
+        spec.frames.append(frame)
     spec.val_is_test = True
     spec.check_one_size()
     spec.points = model.points.xyz
@@ -155,16 +175,10 @@ def _frame(
     spec, folder: Path, reduce: int, image, camera: ColmapCamera, split: str
 ) -> Frame | None:
     path = folder / image.name
-    if not path.is_file():
-        spec.problems.append(
-            DatasetError(path, "image referenced by the COLMAP model does not exist")
-        )
+    header = spec.read_header(path, "the COLMAP model")
+    if header is None:
         return None
-    try:
-        width, height, has_alpha = read_image_info(path)
-    except DatasetError as error:
-        spec.problems.append(error)
-        return None
+    width, height, has_alpha = header
     if reduce > 1:
         width, height = -(-width // reduce), -(-height // reduce)  # Image.reduce: ceil sizes
     sx, sy = width / camera.width, height / camera.height
@@ -177,12 +191,9 @@ def _frame(
             )
         )
         return None
-    if camera.model == "SIMPLE_PINHOLE":
-        f, cx, cy = camera.params
-        fx = fy = f
-    else:
-        fx, fy, cx, cy = camera.params
-    intrinsics = np.array([[fx * sx, 0.0, cx * sx], [0.0, fy * sy, cy * sy], [0.0, 0.0, 1.0]])
+    intrinsics, _ = colmap_camera_model(camera.model, camera.params)
+    intrinsics[0] *= sx
+    intrinsics[1] *= sy
     if not np.isfinite(image.qvec).all() or np.linalg.norm(image.qvec) < 1e-12:
         spec.problems.append(DatasetError(path, f"image {image.name!r} has an invalid quaternion"))
         return None

@@ -56,28 +56,31 @@ class Batch:
 
 @dataclass(eq=False)
 class Dataset:
-    """A loaded scene, as built by :func:`load_blender`, :func:`load_colmap` or `load_dataset`.
+    """A loaded scene, as built by :func:`load_blender`, :func:`load_colmap`,
+    :func:`load_nerfstudio` or :func:`load_dataset`.
 
     Attributes:
-        format: ``"blender"`` or ``"colmap"``.
+        format: ``"blender"``, ``"colmap"`` or ``"nerfstudio"``.
         root: the dataset folder.
         names: ``N`` image names (relative paths), in index order.
         images: uint8 ``[N, H, W, C]`` on ``device``; ``C`` is 4 (straight RGBA) when any file
             has alpha, else 3. Kept as uint8 (4x smaller than float32) until a batch is made.
         world_to_camera: float32 ``[N, 4, 4]`` on ``device``, OpenCV (+x right, +y down,
             +z forward), rigid, in normalized scene coordinates.
-        intrinsics: float32 ``[N, 3, 3]`` on ``device``, pixels, for the images as loaded.
+        intrinsics: float32 ``[N, 3, 3]`` on ``device``, pixels, for the images as loaded
+            (pinhole: images of distorted cameras are undistorted on load).
         splits: ``{"train", "val", "test"}`` -> int64 ``[n]`` CPU tensors of image indices.
         background: ``"white"``, ``"black"`` or ``"random"`` (a random colour per image and
             step in :meth:`sample_batch`; evaluation then uses white).
         points: float32 ``[P, 3]`` on ``device``, normalized coordinates (COLMAP's sparse
-            cloud), or None.
+            cloud, or nerfstudio's ``ply_file_path``), or None.
         point_colors: uint8 ``[P, 3]`` on ``device``, or None.
         bounds: float32 ``[2, 3]`` (min, max) of the camera centres, normalized coordinates.
         transform: the :class:`Similarity` from dataset coordinates to normalized ones.
         scale_factor: the half-side of the cube the cameras were fitted into (or the plain
             scale applied when the loader did not normalize).
-        camera_model: the source camera model, e.g. ``"PINHOLE"`` or ``"camera_angle_x"``.
+        camera_model: the source camera model, e.g. ``"PINHOLE"``, ``"OPENCV"`` (undistorted on
+            load) or ``"camera_angle_x"``.
     """
 
     format: str
@@ -228,9 +231,11 @@ def build_dataset(
     device: str | torch.device,
     normalize: bool,
     scale_factor: float,
-    up: np.ndarray | None = None,
+    orient: bool = False,
 ) -> Dataset:
     """Decode every image of a parsed scene and assemble the :class:`Dataset`.
+
+    ``orient`` rotates the cameras' mean up direction onto ``+z`` before normalizing.
 
     Raises:
         DatasetError: the first problem found while parsing or decoding; nothing is returned.
@@ -255,12 +260,17 @@ def build_dataset(
                 frame.path,
                 f"decoded to {pixels.shape[1]}x{pixels.shape[0]}, expected {width}x{height}",
             )
+        if frame.undistorter is not None:
+            pixels = frame.undistorter(pixels)
         images[index, ..., : pixels.shape[2]] = torch.from_numpy(pixels)
         if pixels.shape[2] < channels:
             images[index, ..., 3] = 255
 
     w2c_raw = np.stack([frame.world_to_camera for frame in spec.frames])
     centers_raw = rigid_inverse(w2c_raw)[:, :3, 3]
+    # OpenCV cameras look along +z with +y down: the world-space up of each camera is minus
+    # the second row of its rotation.
+    up = -w2c_raw[:, 1, :3].mean(axis=0) if orient else None
     if normalize:
         try:
             transform = fit_normalization(centers_raw, scale_factor=scale_factor, up=up)

@@ -9,7 +9,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-__all__ = ["Similarity", "fit_normalization"]
+__all__ = ["Similarity", "camera_pose_errors", "fit_normalization", "fit_similarity"]
 
 # points in and out of a transform: a numpy array or a torch tensor, returned as the same type
 Points = TypeVar("Points", np.ndarray, torch.Tensor)
@@ -149,3 +149,95 @@ def _rotation_onto_z(direction: np.ndarray) -> np.ndarray:
     k = axis / sine
     skew = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
     return np.eye(3) + sine * skew + (1 - cosine) * skew @ skew
+
+
+def fit_similarity(
+    source: np.ndarray, target: np.ndarray, *, rotation: np.ndarray | None = None
+) -> Similarity:
+    """The similarity ``T`` minimizing ``sum |T.from_world(source) - target|^2``.
+
+    Closed form (Umeyama, 1991): the centred point sets' cross-covariance gives the rotation
+    by SVD (a reflection is ruled out), then the scale and the translation follow. Use it to
+    compare two reconstructions of one scene, e.g. camera centres from structure from motion
+    against the true ones: ``fit_similarity(true_centers, recovered_centers)``.
+
+    Args:
+        source, target: float ``[N, 3]`` corresponding points, ``N >= 3``, not all collinear
+            (with a given ``rotation``: ``N >= 2``, not all coincident).
+        rotation: a known rotation ``[3, 3]``; then only the scale and translation are fitted.
+
+    Raises:
+        ValueError: mismatched shapes, too few points, or a degenerate configuration.
+    """
+    a = np.asarray(source, dtype=np.float64)
+    b = np.asarray(target, dtype=np.float64)
+    needed = 3 if rotation is None else 2
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] != 3 or len(a) < needed:
+        raise ValueError(
+            f"source and target must both be [N, 3] with N >= {needed}, got {list(a.shape)} "
+            f"and {list(b.shape)}"
+        )
+    mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
+    a0, b0 = a - mean_a, b - mean_b
+    variance = (a0 * a0).sum() / len(a)
+    if rotation is None:
+        u, sigma, vt = np.linalg.svd(b0.T @ a0 / len(a))
+        if not variance > 0 or sigma[1] < 1e-12 * max(sigma[0], 1e-300):
+            raise ValueError("the source points are degenerate (coincident or collinear)")
+        sign = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+        rotation = u @ sign @ vt
+        scale = float((sigma * np.diag(sign)).sum() / variance)
+    else:
+        rotation = np.asarray(rotation, dtype=np.float64)
+        if not variance > 0:
+            raise ValueError("the source points are degenerate (coincident)")
+        scale = float((b0 * (a0 @ rotation.T)).sum() / len(a) / variance)
+    if not scale > 0:
+        raise ValueError(f"the best fit has scale {scale:.3g} <= 0: the point sets do not match")
+    # target = scale * rotation @ source + t  and  from_world(x) = scale * rotation @ (x - c)
+    translation = mean_b - scale * rotation @ mean_a
+    return Similarity(center=-rotation.T @ translation / scale, scale=scale, rotation=rotation)
+
+
+def camera_pose_errors(
+    world_to_camera: np.ndarray, reference: np.ndarray
+) -> tuple[Similarity, np.ndarray, np.ndarray]:
+    """How far cameras are from reference cameras of the same images, up to a similarity.
+
+    Structure from motion recovers poses only up to a similarity transform (its own origin,
+    orientation and scale). This fits that transform, its rotation on the camera orientations
+    (the rotation closest to every ``R_i^T R_ref_i``, which stays well defined when the
+    centres lie near a line) and its scale and translation on the centres
+    (:func:`fit_similarity`), re-expresses the reference cameras with it, and compares.
+
+    Args:
+        world_to_camera: float ``[N, 4, 4]`` OpenCV world-to-camera, e.g. recovered ones.
+        reference: float ``[N, 4, 4]``, the same images' reference (true) cameras.
+
+    Returns:
+        ``(transform, rotation_error, center_error)``: the similarity from the reference
+        frame to the other; float64 ``[N]`` angles in degrees between each camera's
+        orientation and its aligned reference; float64 ``[N]`` distances between the camera
+        centres in reference units.
+    """
+    cameras = np.asarray(world_to_camera, dtype=np.float64)
+    truth = np.asarray(reference, dtype=np.float64)
+    if cameras.shape != truth.shape or cameras.shape[1:] != (4, 4):
+        raise ValueError(
+            "world_to_camera and reference must both be [N, 4, 4], got "
+            f"{list(cameras.shape)} and {list(truth.shape)}"
+        )
+
+    def centers(w2c):
+        return -np.einsum("nji,nj->ni", w2c[:, :3, :3], w2c[:, :3, 3])
+
+    # R_i = R_ref_i @ rotation.T for every camera: the rotation closest to sum(R_i^T R_ref_i).
+    u, _, vt = np.linalg.svd(np.einsum("nji,njk->ik", cameras[:, :3, :3], truth[:, :3, :3]))
+    rotation = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0]) @ vt
+    transform = fit_similarity(centers(truth), centers(cameras), rotation=rotation)
+    aligned = transform.transform_world_to_camera(truth)
+    relative = np.einsum("nji,njk->nik", cameras[:, :3, :3], aligned[:, :3, :3])
+    cosine = np.clip((np.trace(relative, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0)
+    rotation_error = np.degrees(np.arccos(cosine))
+    center_error = np.linalg.norm(transform.to_world(centers(cameras)) - centers(truth), axis=1)
+    return transform, rotation_error, center_error

@@ -1,4 +1,4 @@
-"""Tiny procedural scenes written in the NeRF-synthetic and COLMAP layouts, with their ground truth.
+"""Tiny procedural scenes in the NeRF-synthetic, COLMAP and nerfstudio layouts, with the truth.
 
 The scene is one sphere whose colour is a smooth function of the surface normal
 (:func:`sphere_color`), rendered analytically by ray casting through every pixel centre
@@ -24,17 +24,31 @@ from PIL import Image
 from ._geometry import (
     OPENGL_TO_OPENCV,
     look_at_world_to_camera,
+    pixel_rays,
     rigid_inverse,
     rotation_to_quaternion,
 )
 from .colmap import ColmapCamera, ColmapImage, ColmapModel, ColmapPoints, write_colmap_model
+from .distortion import LensDistortion, colmap_camera_model
+from .ply import write_ply_points
+
+#: the lens coefficients (COLMAP's parameters after the focal lengths and principal point)
+#: that :func:`write_colmap_scene` gives each distorted camera model: moderate, as real lenses
+SYNTHETIC_DISTORTION = {
+    "SIMPLE_RADIAL": (-0.12,),
+    "RADIAL": (-0.12, 0.03),
+    "OPENCV": (-0.1, 0.02, 0.003, -0.002),
+    "OPENCV_FISHEYE": (0.05, -0.02, 0.005, -0.001),
+}
 
 __all__ = [
+    "SYNTHETIC_DISTORTION",
     "SceneTruth",
     "render_sphere",
     "sphere_color",
     "write_blender_scene",
     "write_colmap_scene",
+    "write_nerfstudio_scene",
 ]
 
 
@@ -44,17 +58,19 @@ class SceneTruth:
 
     Attributes:
         path: the scene folder.
-        format: ``"blender"`` or ``"colmap"``.
+        format: ``"blender"``, ``"colmap"`` or ``"nerfstudio"``.
         names: ``N`` image names in the order the loaders return them (Blender: JSON order,
             train then val then test; COLMAP: sorted by name).
         splits: ``{"train", "val", "test"}`` -> lists of indices into ``names``.
         world_to_camera: float64 ``[N, 4, 4]`` OpenCV world-to-camera.
-        intrinsics: float64 ``[N, 3, 3]`` for the full-size images.
+        intrinsics: float64 ``[N, 3, 3]`` for the full-size images (of the distorted camera
+            when there is a ``distortion``).
         width, height: full image size in pixels.
         images: uint8 ``[N, H, W, C]`` as rendered (RGBA for Blender, RGB for COLMAP; the
             COLMAP files are JPEGs, so the files differ from these by compression).
         sphere_center: float64 ``[3]``; sphere_radius: float.
         points: float64 ``[P, 3]`` points on the sphere; point_colors: uint8 ``[P, 3]``.
+        distortion: the cameras' lens distortion, or None for pinhole cameras.
     """
 
     path: Path
@@ -70,6 +86,7 @@ class SceneTruth:
     sphere_radius: float
     points: np.ndarray
     point_colors: np.ndarray
+    distortion: LensDistortion | None = None
 
 
 def sphere_color(points: np.ndarray, center: np.ndarray, radius: float) -> np.ndarray:
@@ -90,21 +107,17 @@ def render_sphere(
     center: np.ndarray,
     radius: float,
     background: str = "transparent",
+    distortion: LensDistortion | None = None,
 ) -> np.ndarray:
     """Ray-cast the sphere through every pixel centre; uint8 ``[H, W, 4]`` RGBA.
 
     ``background="transparent"`` leaves alpha 0 (and black RGB) off the sphere;
-    ``"sky"`` fills it opaque with a smooth colour of the ray direction.
+    ``"sky"`` fills it opaque with a smooth colour of the ray direction. With a
+    ``distortion`` the camera has that lens: each pixel's ray is found by undistorting it.
     """
-    u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    rays_cam = np.stack(
-        [
-            (u - intrinsics[0, 2]) / intrinsics[0, 0],
-            (v - intrinsics[1, 2]) / intrinsics[1, 1],
-            np.ones_like(u),
-        ],
-        axis=-1,
-    )
+    rays_cam = pixel_rays(intrinsics, width, height, distortion)
+    if np.isnan(rays_cam).any():
+        raise ValueError("the distortion cannot be inverted everywhere in the image")
     rotation = world_to_camera[:3, :3]
     origin = -rotation.T @ world_to_camera[:3, 3]
     directions = rays_cam @ rotation  # camera -> world: R^T d, written for row vectors
@@ -232,6 +245,55 @@ def write_blender_scene(
     )
 
 
+# The sphere of the unbounded-scene writers (COLMAP, nerfstudio): off the origin on purpose.
+_ORBIT_CENTER, _ORBIT_RADIUS = np.array([2.0, -1.0, 0.5]), 0.8
+
+
+def _orbit_cameras(n_images: int, rng: np.random.Generator) -> np.ndarray:
+    """OpenCV world-to-camera ``[n_images, 4, 4]`` all around the orbit sphere: distance 3-4,
+    elevation -20 to 40 degrees about a tilted up vector, so normalization has work to do."""
+    up = np.array([0.2, -1.0, 0.1])
+    up /= np.linalg.norm(up)
+    # An orthonormal frame (e1, e2, up) to place cameras around the tilted up axis.
+    e1 = np.cross(up, [1.0, 0.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(up, e1)
+    w2cs = []
+    for i in range(n_images):
+        azimuth = 2 * np.pi * i / n_images + rng.uniform(-0.2, 0.2)
+        elevation = np.radians(rng.uniform(-20, 40))
+        distance = rng.uniform(3.0, 4.0)
+        direction = (
+            np.cos(elevation) * (np.cos(azimuth) * e1 + np.sin(azimuth) * e2)
+            + np.sin(elevation) * up
+        )
+        eye = _ORBIT_CENTER + distance * direction
+        w2cs.append(look_at_world_to_camera(eye, _ORBIT_CENTER, up))
+    return np.stack(w2cs)
+
+
+def _orbit_truth(path, fmt, names, w2cs, intrinsics, images, points, lens) -> SceneTruth:
+    """The truth of an orbit scene (LLFF split: every 8th image by name is a test image)."""
+    n_images = len(names)
+    test = [i for i in range(n_images) if i % 8 == 0]
+    return SceneTruth(
+        path=path,
+        format=fmt,
+        names=names,
+        splits={"train": [i for i in range(n_images) if i % 8], "val": test, "test": test},
+        world_to_camera=w2cs,
+        intrinsics=intrinsics,
+        width=images[0].shape[1],
+        height=images[0].shape[0],
+        images=np.stack(images),
+        sphere_center=_ORBIT_CENTER,
+        sphere_radius=_ORBIT_RADIUS,
+        points=points,
+        point_colors=_to_uint8(sphere_color(points, _ORBIT_CENTER, _ORBIT_RADIUS)),
+        distortion=lens,
+    )
+
+
 def write_colmap_scene(
     path: str | Path,
     *,
@@ -260,53 +322,44 @@ def write_colmap_scene(
         n_images: number of images (test split: every 8th by name).
         size: ``W`` (square) or ``(W, H)`` in pixels.
         seed: camera placement seed.
-        camera_model: ``"PINHOLE"`` or ``"SIMPLE_PINHOLE"``.
+        camera_model: ``"PINHOLE"``, ``"SIMPLE_PINHOLE"``, or a model with lens distortion
+            (``"SIMPLE_RADIAL"``, ``"RADIAL"``, ``"OPENCV"``, ``"OPENCV_FISHEYE"``, with the
+            coefficients of :data:`SYNTHETIC_DISTORTION`): the images are rendered through
+            that lens, and the keypoints are distorted likewise.
         downscales: which ``images_<d>`` folders to write.
         sparse_formats: any of ``"bin"``, ``"txt"``.
         n_points: number of 3D points.
     """
     path = Path(path)
     width, height = _size(size)
-    if camera_model not in ("PINHOLE", "SIMPLE_PINHOLE"):
-        raise ValueError(
-            f"camera_model must be 'PINHOLE' or 'SIMPLE_PINHOLE', got {camera_model!r}"
-        )
+    models = ("PINHOLE", "SIMPLE_PINHOLE", *SYNTHETIC_DISTORTION)
+    if camera_model not in models:
+        raise ValueError(f"camera_model must be one of {', '.join(models)}, got {camera_model!r}")
     if n_images < 2:
         raise ValueError(f"n_images must be >= 2, got {n_images}")
     rng = np.random.default_rng(seed)
-    center, radius = np.array([2.0, -1.0, 0.5]), 0.8
-    up = np.array([0.2, -1.0, 0.1])
-    up /= np.linalg.norm(up)
-    # An orthonormal frame (e1, e2, up) to place cameras around the tilted up axis.
-    e1 = np.cross(up, [1.0, 0.0, 0.0])
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(up, e1)
+    center, radius = _ORBIT_CENTER, _ORBIT_RADIUS
     fx = 0.9 * width
-    fy = fx if camera_model == "SIMPLE_PINHOLE" else 1.02 * fx
+    one_focal = camera_model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL")
+    fy = fx if one_focal else 1.02 * fx
     cx, cy = width / 2 + 0.3, height / 2 - 0.2
-    params = (fx, cx, cy) if camera_model == "SIMPLE_PINHOLE" else (fx, fy, cx, cy)
-    intrinsics = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]])
+    params = (fx, cx, cy) if one_focal else (fx, fy, cx, cy)
+    params += SYNTHETIC_DISTORTION.get(camera_model, ())
+    intrinsics, lens = colmap_camera_model(camera_model, params)
 
     names = [f"frame_{i:03d}.jpg" for i in range(n_images)]
     ids = rng.permutation(n_images) + 1  # image id of names[i]: not in name order
     for folder in ["images", *(f"images_{d}" for d in downscales)]:
         (path / folder).mkdir(parents=True, exist_ok=True)
-    w2cs, images = [], []
-    for i in range(n_images):
-        azimuth = 2 * np.pi * i / n_images + rng.uniform(-0.2, 0.2)
-        elevation = np.radians(rng.uniform(-20, 40))
-        distance = rng.uniform(3.0, 4.0)
-        direction = (
-            np.cos(elevation) * (np.cos(azimuth) * e1 + np.sin(azimuth) * e2)
-            + np.sin(elevation) * up
+    w2cs, images = _orbit_cameras(n_images, rng), []
+    for i, w2c in enumerate(w2cs):
+        rgba = render_sphere(
+            w2c, intrinsics, width, height, center, radius, background="sky", distortion=lens
         )
-        w2c = look_at_world_to_camera(center + distance * direction, center, up)
-        rgba = render_sphere(w2c, intrinsics, width, height, center, radius, background="sky")
         image = Image.fromarray(rgba[..., :3], "RGB")
         image.save(path / "images" / names[i], quality=95, subsampling=0)
         for d in downscales:
             image.reduce(d).save(path / f"images_{d}" / names[i], quality=95, subsampling=0)
-        w2cs.append(w2c)
         images.append(rgba[..., :3])
 
     points = _sphere_points(n_points, center, radius)
@@ -316,7 +369,8 @@ def write_colmap_scene(
     for i, w2c in enumerate(w2cs):
         eye = -w2c[:3, :3].T @ w2c[:3, 3]
         cam = points @ w2c[:3, :3].T + w2c[:3, 3]
-        pixels = cam[:, :2] / cam[:, 2:] * [fx, fy] + [cx, cy]
+        ideal = cam[:, :2] / cam[:, 2:]
+        pixels = (ideal if lens is None else lens.distort(ideal)) * [fx, fy] + [cx, cy]
         facing = np.einsum("pi,pi->p", points - center, eye - points) > 0
         inside = (pixels >= 0).all(axis=1) & (pixels < [width, height]).all(axis=1)
         visible = np.flatnonzero(facing & inside)
@@ -344,19 +398,126 @@ def write_colmap_scene(
     )
     for file_format in sparse_formats:
         write_colmap_model(path / "sparse" / "0", model, file_format=file_format)
-    test = [i for i in range(n_images) if i % 8 == 0]
-    return SceneTruth(
-        path=path,
-        format="colmap",
-        names=names,
-        splits={"train": [i for i in range(n_images) if i % 8], "val": test, "test": test},
-        world_to_camera=np.stack(w2cs),
-        intrinsics=np.repeat(intrinsics[None], n_images, axis=0),
-        width=width,
-        height=height,
-        images=np.stack(images),
-        sphere_center=center,
-        sphere_radius=radius,
-        points=points,
-        point_colors=colors,
+    intrinsics = np.repeat(intrinsics[None], n_images, axis=0)
+    return _orbit_truth(path, "colmap", names, w2cs, intrinsics, images, points, lens)
+
+
+#: what nerfstudio's COLMAP conversion applies to the world, (x, y, z) -> (x, z, -y), and
+#: writes as ``applied_transform``
+NERFSTUDIO_APPLIED_TRANSFORM = np.array(
+    [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0]]
+)
+
+
+def write_nerfstudio_scene(
+    path: str | Path,
+    *,
+    n_images: int = 10,
+    size: int | tuple[int, int] = (32, 24),
+    seed: int = 0,
+    camera_model: str = "OPENCV",
+    per_frame_intrinsics: bool = False,
+    downscales: tuple[int, ...] = (2,),
+    n_points: int = 300,
+) -> SceneTruth:
+    """Write a nerfstudio scene: ``transforms.json``, ``images/frame_XXX.png``,
+    ``images_<d>/`` and the point cloud ``sparse_pc.ply``, as ``ns-process-data`` lays it out.
+
+    The same sphere and cameras as :func:`write_colmap_scene`. The file carries nerfstudio's
+    ``applied_transform`` (an axis swap): ``transform_matrix`` is that transform times the
+    OpenGL camera-to-world, and the PLY points are in that frame too; the truth is in the
+    original frame, which the loader returns.
+
+    Args:
+        path: output folder (created).
+        n_images: number of images (test split: every 8th by name).
+        size: ``W`` (square) or ``(W, H)`` in pixels.
+        seed: camera placement seed.
+        camera_model: ``"OPENCV"`` (with ``k1, k2, p1, p2`` from
+            :data:`SYNTHETIC_DISTORTION`), ``"OPENCV_FISHEYE"`` (``k1``-``k4``) or
+            ``"PINHOLE"``; the images are rendered through that lens.
+        per_frame_intrinsics: write ``fl_x, fl_y, cx, cy, w, h`` and the distortion on every
+            frame, with a focal length 1% longer per frame, instead of once at the top.
+        downscales: which ``images_<d>`` folders to write (box filter, exact sizes when
+            ``d`` divides the size).
+        n_points: number of points in the PLY file.
+    """
+    lenses = {
+        "OPENCV": ("k1", "k2", "p1", "p2"),
+        "OPENCV_FISHEYE": ("k1", "k2", "k3", "k4"),
+        "PINHOLE": (),
+    }
+    if camera_model not in lenses:
+        raise ValueError(f"camera_model must be one of {', '.join(lenses)}, got {camera_model!r}")
+    if n_images < 2:
+        raise ValueError(f"n_images must be >= 2, got {n_images}")
+    path = Path(path)
+    width, height = _size(size)
+    rng = np.random.default_rng(seed)
+    w2cs = _orbit_cameras(n_images, rng)
+    center, radius = _ORBIT_CENTER, _ORBIT_RADIUS
+    values = SYNTHETIC_DISTORTION.get(camera_model, ())
+    coefficients = dict(zip(lenses[camera_model], values, strict=True))
+    applied = np.vstack([NERFSTUDIO_APPLIED_TRANSFORM, [0.0, 0.0, 0.0, 1.0]])
+    for folder in ["images", *(f"images_{d}" for d in downscales)]:
+        (path / folder).mkdir(parents=True, exist_ok=True)
+
+    def camera(index: int) -> dict:
+        focal = 0.9 * width * (1.0 + 0.01 * index if per_frame_intrinsics else 1.0)
+        return {
+            "fl_x": focal,
+            "fl_y": 1.02 * focal,
+            "cx": width / 2 + 0.3,
+            "cy": height / 2 - 0.2,
+            "w": width,
+            "h": height,
+            **coefficients,
+        }
+
+    frames, intrinsics, images = [], [], []
+    lens = None
+    for i, w2c in enumerate(w2cs):
+        values = camera(i)
+        k = np.array(
+            [[values["fl_x"], 0, values["cx"]], [0, values["fl_y"], values["cy"]], [0, 0, 1.0]]
+        )
+        if camera_model == "OPENCV":
+            lens = LensDistortion(
+                "radial_tangential",
+                (values["k1"], values["k2"]),
+                (values["p1"], values["p2"]),
+            )
+        elif camera_model == "OPENCV_FISHEYE":
+            lens = LensDistortion("fisheye", tuple(values[f"k{n}"] for n in range(1, 5)))
+        rgba = render_sphere(w2c, k, width, height, center, radius, "sky", lens)
+        name = f"images/frame_{i:03d}.png"
+        image = Image.fromarray(rgba[..., :3], "RGB")
+        image.save(path / name)
+        for d in downscales:
+            image.reduce(d).save(path / f"images_{d}" / Path(name).name)
+        frame = {
+            "file_path": name,
+            "transform_matrix": (applied @ rigid_inverse(w2c) @ OPENGL_TO_OPENCV).tolist(),
+        }
+        if per_frame_intrinsics:
+            frame.update(values)
+        frames.append(frame)
+        intrinsics.append(k)
+        images.append(rgba[..., :3])
+
+    points = _sphere_points(n_points, center, radius)
+    colors = _to_uint8(sphere_color(points, center, radius))
+    write_ply_points(path / "sparse_pc.ply", points @ applied[:3, :3].T + applied[:3, 3], colors)
+    meta = {"camera_model": camera_model}
+    if not per_frame_intrinsics:
+        meta.update(camera(0))
+    meta.update(
+        {
+            "frames": frames,
+            "applied_transform": NERFSTUDIO_APPLIED_TRANSFORM.tolist(),
+            "ply_file_path": "sparse_pc.ply",
+        }
     )
+    (path / "transforms.json").write_text(json.dumps(meta, indent=2))
+    names = [frame["file_path"] for frame in frames]
+    return _orbit_truth(path, "nerfstudio", names, w2cs, np.stack(intrinsics), images, points, lens)

@@ -39,8 +39,9 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    format: Literal["blender", "colmap"] = "blender"
-    """Dataset layout: NeRF-synthetic JSON ("blender") or COLMAP sparse model ("colmap")."""
+    format: Literal["blender", "colmap", "nerfstudio"] = "blender"
+    """Dataset layout: NeRF-synthetic JSON ("blender"), COLMAP sparse model ("colmap", e.g.
+    from `meshtryoshka-data from-images`) or nerfstudio transforms.json ("nerfstudio")."""
     root: str = "datasets/nerf_synthetic"
     """Folder holding one sub-folder per scene (relative to the working directory)."""
     scene: str = "lego"
@@ -52,11 +53,11 @@ class DatasetConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the uint8 images are kept ("auto": on the training device)."""
     llffhold: int = 8
-    """COLMAP test split: every llffhold-th image sorted by name."""
+    """COLMAP/nerfstudio test split: every llffhold-th image sorted by name."""
     scale_factor: float = 1.0
     """Normalization: camera centres end up in [-scale_factor, scale_factor]^3."""
     orient: bool = False
-    """COLMAP: rotate the mean camera up direction onto +z before normalizing."""
+    """COLMAP/nerfstudio: rotate the mean camera up direction onto +z before normalizing."""
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from meshtryoshka_data import load_blender, load_colmap
+from meshtryoshka_data import load_blender, load_colmap, load_nerfstudio
 
 from .checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint, write_atomic
 from .config import Config, ConfigError, dump_config
@@ -155,7 +155,8 @@ def load_scene(config: Config, device: torch.device):
             device=image_device,
             scale_factor=data.scale_factor,
         )
-    return load_colmap(
+    load = load_nerfstudio if data.format == "nerfstudio" else load_colmap
+    return load(
         folder,
         downscale=data.downscale,
         llffhold=data.llffhold,
