@@ -15,7 +15,8 @@ pytest.importorskip("viser", reason="the viewer extra is not installed (pip inst
 
 from meshtryoshka_data import write_blender_scene  # noqa: E402
 from meshtryoshka_train.config import load_config  # noqa: E402
-from meshtryoshka_train.trainer import Trainer, prepare_run_dir  # noqa: E402
+from meshtryoshka_train.run import prepare_run_dir  # noqa: E402
+from meshtryoshka_train.trainer import Trainer  # noqa: E402
 from meshtryoshka_train.viewer import Viewer, ViewState  # noqa: E402
 
 
@@ -76,7 +77,7 @@ def test_a_restored_run_shows_its_logged_statistics(trained):
     "mode, expected",
     [
         ("surface", ["mesh_surface_step_0000003.ply"]),
-        ("layered", [f"mesh_layered_step_0000003_shell{i}.ply" for i in (1, 2, 3, 4)]),
+        ("layered", [f"mesh_layered_step_0000003_shell{i}.ply" for i in (0, 1, 2, 3)]),
         ("voxels", ["mesh_voxels_step_0000003.ply"]),
     ],
 )
