@@ -44,7 +44,7 @@ from .evaluate import to_pixels
 from .export import SH_C0, export_mesh
 from .field import Extraction, Field
 from .rendering import OPAQUE_SDF, extract_for_mode, extract_opaque, render_extraction
-from .run import RunDir, Shell, Snapshot, read_metrics, shells_at
+from .run import RunDir, Shell, Snapshot, read_metrics, shells_at, write_atomic
 from .trainer import format_count
 
 __all__ = [
@@ -692,7 +692,8 @@ class Viewer:
             path = _unique(folder / f"screenshot_{stem}.png")
             from PIL import Image
 
-            Image.fromarray(image).save(path)
+            # atomically: a reader (the browser test) never sees a half-written PNG
+            write_atomic(path, lambda file: Image.fromarray(image).save(file, format="PNG"))
             paths = [path]
         else:
             paths = self._export(source, view, folder, stem)
