@@ -59,6 +59,7 @@ __all__ = [
     "Shell",
     "Snapshot",
     "append_metrics",
+    "check_format",
     "checkpoint_path",
     "checkpoint_steps",
     "dataset_folder",
