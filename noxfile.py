@@ -147,13 +147,18 @@ def tools(session: nox.Session) -> None:
 
 
 # The packages whose modules must not import each other in a cycle (tools/check_imports.py).
-IMPORT_CHECKED = ["slang-kernel-runtime", "slang-marching-cubes", "slang-rasterizer"]
+IMPORT_CHECKED = [
+    "slang-kernel-runtime",
+    "slang-marching-cubes",
+    "slang-rasterizer",
+    "meshtryoshka-train",
+]
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the whole repository; vendored copies agree;
-    no import cycle in the kernel packages."""
+    no import cycle in the kernel packages and the app."""
     session.install("ruff>=0.6")
     session.run("python", str(ROOT / "tools" / "check_vendored.py"))
     session.run("python", str(ROOT / "tools" / "check_imports.py"), *IMPORT_CHECKED)

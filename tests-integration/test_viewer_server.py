@@ -15,13 +15,15 @@ pytest.importorskip("viser", reason="the viewer extra is not installed (pip inst
 
 from meshtryoshka_data import write_blender_scene  # noqa: E402
 from meshtryoshka_train.config import load_config  # noqa: E402
-from meshtryoshka_train.trainer import Trainer, prepare_run_dir  # noqa: E402
+from meshtryoshka_train.run import open_run, prepare_run_dir  # noqa: E402
+from meshtryoshka_train.trainer import Trainer  # noqa: E402
 from meshtryoshka_train.viewer import Viewer, ViewState  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A run trained for 3 steps on a tiny synthetic scene, then restored as `view` does."""
+    """A run trained for 3 steps on a tiny synthetic scene, then restored as a trainer (the
+    live viewer's source)."""
     root = tmp_path_factory.mktemp("viewer_server")
     write_blender_scene(root / "data" / "toy", n_train=8, n_val=1, n_test=2, size=24, seed=0)
     overrides = [f"dataset.root={root / 'data'}", "dataset.scene=toy", "model.resolution={0=12}"]
@@ -64,7 +66,8 @@ def test_pause_holds_the_loop_until_a_signal_asks_to_stop(viewer, trained):
 
 
 def test_a_restored_run_shows_its_logged_statistics(trained):
-    viewer = Viewer(trained, training=False, echo=lambda _: None)
+    snapshot = open_run(trained.run_dir, device="cpu")  # what `view RUN_DIR` serves
+    viewer = Viewer(snapshot, training=False, echo=lambda _: None)
     try:
         text = viewer._stats_text()
     finally:
@@ -76,7 +79,8 @@ def test_a_restored_run_shows_its_logged_statistics(trained):
     "mode, expected",
     [
         ("surface", ["mesh_surface_step_0000003.ply"]),
-        ("layered", [f"mesh_layered_step_0000003_shell{i}.ply" for i in (1, 2, 3, 4)]),
+        ("layered", [f"mesh_layered_step_0000003_shell{i}.ply" for i in (0, 1, 2, 3)]),
+        ("shell 0 (p=0.7)", ["mesh_shell_0_p_0_7_step_0000003.ply"]),  # the outermost
         ("voxels", ["mesh_voxels_step_0000003.ply"]),
     ],
 )

@@ -39,7 +39,8 @@ from PIL import Image
 
 from meshtryoshka_train.config import load_config
 from meshtryoshka_train.evaluate import evaluate
-from meshtryoshka_train.trainer import OUT_OF_MEMORY, Trainer, format_count, prepare_run_dir
+from meshtryoshka_train.run import prepare_run_dir
+from meshtryoshka_train.trainer import OUT_OF_MEMORY, Trainer, format_count
 
 
 def resized_scene(source: Path, size: tuple[int, int] | None, out: Path) -> Path:

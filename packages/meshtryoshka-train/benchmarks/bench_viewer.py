@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from meshtryoshka_train.config import load_config
-from meshtryoshka_train.trainer import Trainer, prepare_run_dir
+from meshtryoshka_train.run import prepare_run_dir
+from meshtryoshka_train.trainer import Trainer
 from meshtryoshka_train.viewer import Viewer, initial_view
 
 CLIENT_HZ = 30.0  # camera messages per second of the scripted client while orbiting

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from meshtryoshka_train import __version__
 from meshtryoshka_train.cli import Console, main, progress_line
 from meshtryoshka_train.config import load_config, load_saved_config
-from meshtryoshka_train.trainer import Trainer, prepare_run_dir
+from meshtryoshka_train.run import prepare_run_dir
+from meshtryoshka_train.trainer import Trainer
 
 
 def test_help_lists_commands():

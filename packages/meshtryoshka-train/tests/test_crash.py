@@ -17,10 +17,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from meshtryoshka_train.checkpoint import list_checkpoints
 from meshtryoshka_train.cli import main
 from meshtryoshka_train.config import load_config, load_saved_config
-from meshtryoshka_train.trainer import Trainer, prepare_run_dir, run_dir_lock
+from meshtryoshka_train.run import list_checkpoints, prepare_run_dir, run_dir_lock
+from meshtryoshka_train.trainer import Trainer
 
 STEPS = 6
 

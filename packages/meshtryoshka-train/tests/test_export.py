@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from meshtryoshka_train.cli import main
 from meshtryoshka_train.config import load_config
 from meshtryoshka_train.export import SH_C0, edge_report, weld
-from meshtryoshka_train.saved_run import open_run
-from meshtryoshka_train.trainer import Trainer, prepare_run_dir
+from meshtryoshka_train.run import open_run, prepare_run_dir
+from meshtryoshka_train.trainer import Trainer
 
 _RUNS = {}
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from meshtryoshka_train.config import experiment_names, load_config
-from meshtryoshka_train.trainer import Trainer, prepare_run_dir
+from meshtryoshka_train.run import prepare_run_dir
+from meshtryoshka_train.trainer import Trainer
 
 pytestmark = pytest.mark.cuda
 

@@ -18,8 +18,8 @@ from meshtryoshka_train.camera_path import (
 )
 from meshtryoshka_train.cli import main
 from meshtryoshka_train.config import load_config
-from meshtryoshka_train.saved_run import open_run
-from meshtryoshka_train.trainer import Trainer, prepare_run_dir
+from meshtryoshka_train.run import open_run, prepare_run_dir
+from meshtryoshka_train.trainer import Trainer
 
 _RUNS = {}
 

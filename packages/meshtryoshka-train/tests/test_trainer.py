@@ -7,13 +7,8 @@ import torch
 
 from meshtryoshka_train.config import ConfigError, experiment_names, load_config
 from meshtryoshka_train.evaluate import evaluate
-from meshtryoshka_train.trainer import (
-    Trainer,
-    TrainingDiverged,
-    dataset_folder,
-    default_run_dir,
-    prepare_run_dir,
-)
+from meshtryoshka_train.run import dataset_folder, default_run_dir, prepare_run_dir
+from meshtryoshka_train.trainer import Trainer, TrainingDiverged
 
 
 def make_trainer(tmp_path, experiment, overrides, name="run", resume=False):

@@ -17,7 +17,8 @@ from meshtryoshka_train.contraction import Contraction
 from meshtryoshka_train.field import Field
 from meshtryoshka_train.layout import Layout
 from meshtryoshka_train.rendering import extract_for_mode, render_extraction
-from meshtryoshka_train.trainer import Trainer, prepare_run_dir
+from meshtryoshka_train.run import prepare_run_dir, shells_at
+from meshtryoshka_train.trainer import Trainer
 from meshtryoshka_train.viewer import (
     INSTALL_HINT,
     RenderBudget,
@@ -109,12 +110,13 @@ def test_initial_view_aims_a_test_camera_at_the_scene(trainer):
 # --- geometry --------------------------------------------------------------------------------
 
 
-def test_view_modes_list_every_shell():
-    assert view_modes([0.9, 0.5]) == [
+def test_view_modes_list_every_shell_numbered_from_0():
+    model = load_config("demo", ["model.shells=[0.9, 0.5]"]).model
+    assert view_modes(shells_at(model, 0)) == [
         "layered",
         "surface",
-        "shell 1 (p=0.9)",
-        "shell 2 (p=0.5)",
+        "shell 0 (p=0.9)",
+        "shell 1 (p=0.5)",
         "voxels",
     ]
 

@@ -12,11 +12,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import torch
 from torch import Tensor
 
-from .saved_run import RunError, SavedRun, open_run
+from .evaluate import to_pixels
+from .rendering import extract_for_mode, extract_opaque, render_extraction
+from .run import Snapshot
 
 __all__ = [
     "PREVIEW_SIDE",
@@ -27,7 +28,6 @@ __all__ = [
     "orbit_cameras",
     "parse_mode",
     "parse_size",
-    "render_command",
     "render_path",
     "scale_intrinsics",
 ]
@@ -226,7 +226,7 @@ class RenderResult:
 
 @torch.no_grad()
 def render_path(
-    run: SavedRun,
+    run: Snapshot,
     *,
     path: str = "orbit",
     frames: int | None = None,
@@ -243,7 +243,8 @@ def render_path(
         frames: orbit frames (default 60); for ``"test"``, at most this many cameras (default
             all).
         mode: ``"layered"`` (every shell of the step, as evaluated), ``"surface"`` (the zero
-            level set, opaque) or ``"shell:K"`` (shell K of the step alone, opaque).
+            level set, opaque) or ``"shell:K"`` (shell K of the step alone, opaque; 0 is the
+            outermost).
         size: (H, W) of the frames; default the dataset's image size.
         output: the folder; default ``RUN_DIR/renders/<path>_<mode>_step_XXXXXXX``. Frames
             of this path's naming pattern left there by an earlier render are removed.
@@ -253,10 +254,7 @@ def render_path(
     """
     from PIL import Image
 
-    from .evaluate import to_pixels
-    from .rendering import extract_for_mode, extract_opaque, render_extraction
-
-    kind, shell = parse_mode(mode)
+    kind, number = parse_mode(mode)
     if path not in ("orbit", "test"):
         raise ValueError(f"path must be 'orbit' or 'test', got {path!r}")
     if frames is not None and frames < 1:
@@ -264,11 +262,7 @@ def render_path(
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     model = run.config.model
-    levels = run.shell_levels()
-    if shell is not None and not 0 <= shell < len(levels):
-        raise ValueError(
-            f"mode shell:{shell}: shell must be in 0..{len(levels) - 1} at step {run.step}"
-        )
+    shell = None if number is None else run.shell(number, what=f"mode shell:{number}: shell")
     dataset = run.dataset
     if path == "orbit":
         train = dataset.splits["train"]
@@ -281,17 +275,12 @@ def render_path(
         )
     else:
         cameras = _test_path(dataset, frames, size)
-    if kind == "shell":
-        extraction = extract_opaque(run.field, model, levels[shell])
+    if shell is not None:
+        extraction = extract_opaque(run.field, model, shell.level)
     else:
         extraction = extract_for_mode(run.field, model, run.step, kind)
     alpha_max = None if kind == "layered" else 1.0
-    name = mode.replace(":", "")
-    folder = (
-        Path(output)
-        if output is not None
-        else run.run_dir / "renders" / f"{path}_{name}_step_{run.step:07d}"
-    )
+    folder = Path(output) if output is not None else run.files.render_dir(path, mode, run.step)
     folder.mkdir(parents=True, exist_ok=True)
     device = run.field.device
     background = torch.tensor([dataset.eval_background], dtype=torch.float32, device=device)
@@ -321,7 +310,7 @@ def render_path(
     pattern = "frame_[0-9][0-9][0-9][0-9].png" if path == "orbit" else "[0-9][0-9][0-9][0-9]_*.png"
     for stale in set(folder.glob(pattern)) - set(written):
         stale.unlink()
-    gif = folder / f"{path}_{name}.gif"
+    gif = folder / f"{path}_{mode.replace(':', '')}.gif"
     images[0].save(
         gif,
         save_all=True,
@@ -330,73 +319,3 @@ def render_path(
         loop=0,
     )
     return RenderResult(folder=folder, frames=written, gif=gif, faces=extraction.num_faces)
-
-
-@click.command("render")
-@click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option(
-    "--path",
-    "path_kind",
-    type=click.Choice(["orbit", "test"]),
-    default="orbit",
-    show_default=True,
-    help="An orbit around the scene, or the test cameras.",
-)
-@click.option("--frames", type=int, help="Orbit frames (default 60); test: at most this many.")
-@click.option(
-    "--mode",
-    default="layered",
-    show_default=True,
-    help="layered (all shells), surface (zero level set, opaque) or shell:K (shell K, opaque).",
-)
-@click.option("--size", help="Frame size WxH (default: the dataset's image size).")
-@click.option("--step", type=int, help="Checkpoint step (default: the newest checkpoint).")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Output folder (default RUN_DIR/renders/<path>_<mode>_step_XXXXXXX).",
-)
-@click.option("--fps", type=float, default=24.0, show_default=True, help="GIF frame rate.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-def render_command(
-    run_dir: Path,
-    path_kind: str,
-    frames: int | None,
-    mode: str,
-    size: str | None,
-    step: int | None,
-    output: Path | None,
-    fps: float,
-    device: str,
-) -> None:
-    """Render RUN_DIR along an orbit (or the test cameras) to PNG frames and an animated GIF.
-
-    The orbit circles the scene centre at the training cameras' mean distance and height,
-    looking at the centre, with the training intrinsics scaled to --size.
-    """
-    from meshtryoshka_data import DatasetError
-
-    from .config import ConfigError
-
-    try:
-        parse_mode(mode)
-        target = None if size is None else parse_size(size)
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
-    try:
-        run = open_run(run_dir, step=step, device=device)
-    except (RunError, ConfigError) as error:
-        raise click.UsageError(str(error)) from None
-    try:
-        result = render_path(
-            run, path=path_kind, frames=frames, mode=mode, size=target, output=output, fps=fps
-        )
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
-    except DatasetError as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(
-        f"step {run.step}, {mode} ({result.faces} faces): {len(result.frames)} frames "
-        f"written to {result.folder}, preview {result.gif.name}"
-    )

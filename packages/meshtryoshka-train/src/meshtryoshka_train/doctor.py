@@ -1,5 +1,7 @@
-"""``meshtryoshka-train doctor | precompile | clear-cache``: the Slang kernel toolchain.
+"""What ``meshtryoshka-train versions | doctor | precompile | clear-cache`` report (the
+commands themselves are in `meshtryoshka_train.cli.doctor`).
 
+``versions`` prints the versions of Python, torch, CUDA, slangtorch and the packages.
 ``doctor`` prints torch, CUDA (torch's build and the driver's), the GPU and its compute
 capability, slangtorch, slangc and NVRTC, each kernel package's cache (where, what it holds)
 and loader, then flags combinations known to fail or to be slow, each with a fix. The rules
@@ -17,15 +19,12 @@ import importlib
 import importlib.util
 import platform
 import re
-import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-
-import click
 
 KERNEL_PACKAGES = ("slang_marching_cubes", "slang_rasterizer")
 
@@ -220,95 +219,32 @@ def kernel_hooks() -> tuple[list[ModuleType], list[str]]:
     return hooks, errors
 
 
-def _package_version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
+#: the distributions `versions` reports
+PACKAGES = ("slang-marching-cubes", "slang-rasterizer", "meshtryoshka-data", "meshtryoshka-train")
 
+
+def installed_version(distribution: str) -> str:
+    """The installed version of `distribution` (``_`` or ``-`` alike), or "not installed"."""
     try:
-        return version(package.replace("_", "-"))
+        return version(distribution.replace("_", "-"))
     except PackageNotFoundError:
         return "not installed"
 
 
-@click.command("doctor")
-def doctor_command() -> None:
-    """Check the GPU kernel toolchain: versions, GPU, caches, known-bad combinations."""
-    from . import __version__
+def versions() -> dict[str, str]:
+    """Versions of Python, torch, CUDA, slangtorch and the Meshtryoshka packages."""
+    found = {"python": platform.python_version()}
+    try:
+        import torch
 
-    click.echo(f"meshtryoshka-train {__version__}, Python {platform.python_version()}")
-    hooks, errors = kernel_hooks()
-    for error in errors:
-        click.echo(f"  {error}")
-    if not hooks:
-        return
-    click.echo("Toolchain")
-    for line in hooks[0].describe_toolchain():
-        if not line.startswith("loader:"):
-            click.echo(f"  {line}")
-    findings: list[Finding] = []
-    for hook in hooks:
-        click.echo(f"{hook.PACKAGE} {_package_version(hook.PACKAGE)}")
-        entries = hook.entry_modules()
-        click.echo(f"  kernels: {entries[0] if entries else 'none in this version'}")
-        package_tool = machine_facts(hook)
-        used = package_tool["loader_used"] or "none (the reference backend is used)"
-        click.echo(f"  loader:  {used} ({package_tool['loader_note']})")
-        for line in hook.describe_cache():
-            click.echo(f"  {line}")
-        for finding in check_toolchain(package_tool):
-            if finding not in findings:
-                findings.append(finding)
-    click.echo("Checks")
-    labels = {"ok": "ok     ", "note": "note   ", "problem": "PROBLEM"}
-    for finding in findings:
-        click.echo(f"  {labels[finding.level]} {finding.text}")
-        if finding.fix:
-            click.echo(f"          fix: {finding.fix}")
-
-
-@click.command("precompile")
-def precompile_command() -> None:
-    """Compile (or find in the cache) the GPU kernels of both kernel packages now."""
-    hooks, errors = kernel_hooks()
-    failed = bool(errors)
-    for error in errors:
-        click.echo(error, err=True)
-    for hook in hooks:
-        if not hook.entry_modules():
-            click.echo(f"{hook.PACKAGE}: no Slang kernels in this version; nothing to compile")
-            continue
-        tool = hook.toolchain()
-        if tool["loader_used"] is None:
-            click.echo(f"{hook.PACKAGE}: cannot precompile here: {tool['loader_note']}", err=True)
-            failed = True
-            continue
-        started = time.perf_counter()
-        try:
-            folder = hook.precompile()
-        except RuntimeError as error:
-            click.echo(str(error), err=True)
-            failed = True
-            continue
-        click.echo(
-            f"{hook.PACKAGE}: ready in {time.perf_counter() - started:.2f} s (cached in {folder})"
+        found["torch"] = torch.__version__
+        found["cuda (torch build)"] = torch.version.cuda or "none (CPU build)"
+        found["cuda device"] = (
+            torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
         )
-    if failed:
-        sys.exit(1)
-
-
-@click.command("clear-cache")
-def clear_cache_command() -> None:
-    """Delete the cached GPU kernel builds of both kernel packages."""
-    hooks, errors = kernel_hooks()
-    for error in errors:
-        click.echo(error, err=True)
-    for hook in hooks:
-        entries = hook.cache_entries()
-        if not entries:
-            click.echo(f"{hook.PACKAGE}: nothing cached in {hook.cache_dir()}")
-            continue
-        builds = sum(e["kind"] == "build" for e in entries)
-        size = sum(e["bytes"] for e in entries) / 2**20
-        hook.clear_cache()
-        click.echo(
-            f"{hook.PACKAGE}: removed {hook.cache_dir()} ({builds} build(s), {size:.1f} MiB)"
-        )
+    except ImportError:
+        found["torch"] = "not installed"
+    found["slangtorch"] = installed_version("slangtorch")
+    for name in PACKAGES:
+        found[name] = installed_version(name)
+    return found

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import click
 import numpy as np
 import torch
 
-from .checkpoint import write_atomic
-from .saved_run import RunError, SavedRun, open_run
+from slang_marching_cubes import write_ply
+
+from .run import Snapshot, write_atomic
 
 __all__ = [
     "SH_C0",
@@ -38,12 +38,10 @@ __all__ = [
     "default_mesh_path",
     "edge_report",
     "export_mesh",
-    "export_mesh_command",
     "extract_mesh",
     "weld",
     "write_glb",
     "write_obj",
-    "write_ply",
 ]
 
 SH_C0 = 0.28209479177387814
@@ -166,7 +164,7 @@ def weld(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> tuple[M
 
 
 @torch.no_grad()
-def extract_mesh(run: SavedRun, level: float = 0.0) -> tuple[Mesh, int]:
+def extract_mesh(run: Snapshot, level: float = 0.0) -> tuple[Mesh, int]:
     """The level set `level` (contracted signed-distance units) of `run`, welded, with colours,
     in normalized scene coordinates. Returns (mesh, vertices merged by `weld`)."""
     extraction = run.field.extract([level], backend=run.config.model.backend)
@@ -197,32 +195,11 @@ def _drop_unused(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) ->
 # --- writers ------------------------------------------------------------------------------------
 
 
-def write_ply(path: str | Path, mesh: Mesh) -> None:
-    """Binary little-endian PLY: float x, y, z, uchar red, green, blue; int triangles.
-
-    Written atomically (a temporary file renamed into place)."""
-    header = (
-        "ply\nformat binary_little_endian 1.0\ncomment written by meshtryoshka-train\n"
-        f"element vertex {mesh.num_vertices}\n"
-        "property float x\nproperty float y\nproperty float z\n"
-        "property uchar red\nproperty uchar green\nproperty uchar blue\n"
-        f"element face {mesh.num_faces}\nproperty list uchar int vertex_indices\nend_header\n"
-    )
-    vertex = np.zeros(
-        mesh.num_vertices, dtype=[("p", "<f4", (3,)), ("c", "u1", (3,))]
-    )  # 15 bytes, packed
-    vertex["p"] = mesh.vertices
-    vertex["c"] = mesh.colors
-    face = np.zeros(mesh.num_faces, dtype=[("n", "u1"), ("v", "<i4", (3,))])
-    face["n"] = 3
-    face["v"] = mesh.faces
-
-    def write(file) -> None:
-        file.write(header.encode("ascii"))
-        file.write(vertex.tobytes())
-        file.write(face.tobytes())
-
-    write_atomic(Path(path), write)
+def _write_ply(path: Path, mesh: Mesh) -> None:
+    """Binary little-endian PLY (float x, y, z; uchar red, green, blue; int triangles),
+    written atomically by `slang_marching_cubes.write_ply`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_ply(path, mesh.vertices, mesh.faces, colors=mesh.colors)
 
 
 def write_obj(path: str | Path, mesh: Mesh, chunk: int = 1 << 18) -> None:
@@ -312,13 +289,13 @@ class ExportResult:
     frame: str
 
 
-def default_mesh_path(run: SavedRun, fmt: Format, suffix: str = "") -> Path:
-    """``RUN_DIR/mesh/mesh_step_XXXXXXX[suffix].<fmt>``."""
-    return run.run_dir / "mesh" / f"mesh_step_{run.step:07d}{suffix}.{fmt}"
+def default_mesh_path(run: Snapshot, fmt: Format, suffix: str = "") -> Path:
+    """``RUN_DIR/mesh/mesh_step_XXXXXXX[suffix].<fmt>`` (`RunDir.mesh_file`)."""
+    return run.files.mesh_file(run.step, fmt, suffix)
 
 
 def export_mesh(
-    run: SavedRun,
+    run: Snapshot,
     *,
     level: float = 0.0,
     output: str | Path | None = None,
@@ -330,10 +307,11 @@ def export_mesh(
     """Write the level set `level` of `run` as a coloured mesh.
 
     Args:
-        run: an opened run (`open_run`).
+        run: a snapshot of a run (`open_run`, `Trainer.snapshot`).
         level: signed-distance level in contracted units (0 = the surface; the shells of the
-            schedule are `SavedRun.shell_levels`).
-        output: the file; default ``RUN_DIR/mesh/mesh_step_XXXXXXX<suffix>.<fmt>``.
+            schedule are `Snapshot.shells`).
+        output: the file; default ``RUN_DIR/mesh/mesh_step_XXXXXXX<suffix>.<fmt>`` (RunError
+            when `run` belongs to no run directory).
         fmt: ``"ply"``, ``"obj"`` or ``"glb"``; None takes the suffix of `output` (default
             ply).
         normalized: keep the normalized training coordinates (no dataset needed) instead of
@@ -356,7 +334,7 @@ def export_mesh(
     if not normalized:
         mesh.vertices = np.asarray(run.dataset.to_world(mesh.vertices), dtype=np.float64)
     path = Path(output) if output is not None else default_mesh_path(run, fmt, suffix)
-    {"ply": write_ply, "obj": write_obj, "glb": write_glb}[fmt](path, mesh)
+    {"ply": _write_ply, "obj": write_obj, "glb": write_glb}[fmt](path, mesh)
     return ExportResult(
         path=path,
         mesh=mesh,
@@ -365,102 +343,3 @@ def export_mesh(
         merged=merged,
         frame="normalized" if normalized else "dataset",
     )
-
-
-@click.command("export-mesh")
-@click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--step", type=int, help="Checkpoint step (default: the newest checkpoint).")
-@click.option(
-    "--shell", type=int, help="Export shell K of the step's schedule (0 = outermost) instead."
-)
-@click.option("--level", type=float, help="Export this signed-distance level (contracted units).")
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Output file.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(list(FORMATS)),
-    help="File format (default: the output's suffix, else ply).",
-)
-@click.option(
-    "--normalized", is_flag=True, help="Keep normalized training coordinates (no dataset read)."
-)
-@click.option(
-    "--crop",
-    type=float,
-    help="Keep faces within CROP x model.center_radius of the centre (unbounded scenes).",
-)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-def export_mesh_command(
-    run_dir: Path,
-    step: int | None,
-    shell: int | None,
-    level: float | None,
-    output: Path | None,
-    fmt: str | None,
-    normalized: bool,
-    crop: float | None,
-    device: str,
-) -> None:
-    """Write the zero level set (or a shell) of RUN_DIR's newest checkpoint as a coloured mesh.
-
-    The mesh is in the dataset's original coordinates (normalization and, for unbounded
-    scenes, the contraction undone), with per-vertex colours from the degree-0 SH. Default
-    output: RUN_DIR/mesh/mesh_step_XXXXXXX.ply.
-    """
-    from meshtryoshka_data import DatasetError
-
-    from .config import ConfigError
-
-    if shell is not None and level is not None:
-        raise click.UsageError("give --shell or --level, not both")
-    try:
-        run = open_run(run_dir, step=step, device=device)
-    except (RunError, ConfigError) as error:
-        raise click.UsageError(str(error)) from None
-    suffix = ""
-    chosen = 0.0
-    if shell is not None:
-        levels = run.shell_levels()
-        if not 0 <= shell < len(levels):
-            raise click.UsageError(
-                f"--shell must be in 0..{len(levels) - 1} at step {run.step} "
-                f"({len(levels)} shells), got {shell}"
-            )
-        chosen, suffix = levels[shell], f"_shell{shell}"
-    elif level is not None:
-        chosen, suffix = level, f"_level{level:g}"
-    try:
-        result = export_mesh(
-            run,
-            level=chosen,
-            output=output,
-            fmt=fmt,
-            normalized=normalized,
-            crop=crop,
-            suffix=suffix,
-        )
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
-    except DatasetError as error:
-        raise click.ClickException(
-            f"{error} (the dataset is needed to undo its normalization; --normalized skips it)"
-        ) from None
-    mesh, edges = result.mesh, result.edges
-    low, high = mesh.bounds()
-    click.echo(
-        f"step {run.step}, level {result.level:.6g}: {mesh.num_vertices} vertices, "
-        f"{mesh.num_faces} faces ({result.merged} coincident vertices welded)"
-    )
-    click.echo(f"bounds ({result.frame} coordinates): min {_vec(low)} max {_vec(high)}")
-    if edges.watertight:
-        click.echo("watertight: yes")
-    else:
-        click.echo(
-            f"watertight: no ({edges.boundary} boundary, {edges.non_manifold} non-manifold, "
-            f"{edges.misoriented} misoriented edges)"
-        )
-    click.echo(f"written to {result.path}")
-
-
-def _vec(values: np.ndarray) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"

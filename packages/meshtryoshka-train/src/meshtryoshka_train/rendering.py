@@ -10,7 +10,8 @@ from torch import Tensor
 from slang_rasterizer import Cameras, render
 
 from .config import ModelConfig
-from .field import Extraction, Field, shell_levels
+from .field import Extraction, Field
+from .run import shell_levels_at
 
 __all__ = ["OPAQUE_SDF", "Mode", "extract_for_mode", "extract_opaque", "render_extraction"]
 
@@ -28,8 +29,7 @@ def extract_for_mode(field: Field, model: ModelConfig, step: int, mode: Mode) ->
     if mode not in ("layered", "surface"):
         raise ValueError(f"mode must be 'layered' or 'surface', got {mode!r}")
     if mode == "layered":
-        levels = shell_levels(model.shells.at(step), model.sharpness)
-        return field.extract(levels, backend=model.backend)
+        return field.extract(shell_levels_at(model, step), backend=model.backend)
     return extract_opaque(field, model, 0.0)
 
 

@@ -1,11 +1,13 @@
 """The training loop: schedules, steps, checkpoints, resume, periodic and final evaluation.
 
-A run directory holds::
+A `Trainer` trains one scene into a run directory (its layout, lock, checkpoint files and log
+are `meshtryoshka_train.run`'s). Its parts, each a small method:
 
-    config.toml                 the resolved configuration (what `--resume` and `eval` read)
-    metrics.jsonl               one JSON object per progress line and per evaluation
-    checkpoints/step_XXXXXXX.pt the newest `train.keep_checkpoints` checkpoints (atomic writes)
-    eval/step_XXXXXXX/          metrics.json and layered/ + surface/ PNG renders of the test split
+- ``__init__``: load the dataset, build the field or restore the newest checkpoint;
+- `run`: `_train_steps` (the step loop), then `final_evaluation` (and `export_mesh`);
+- one step (`train_step`): sample a batch, extract the shells, render and compute the losses,
+  take the optimizer step; after it (`_after_step`): hooks, progress line, checkpoint,
+  periodic evaluation.
 
 Step ``s`` first applies the schedules of step ``s`` (resolution change, SH degree, learning
 rates, batch size), then takes one optimizer step. The checkpoint written "at step s" is the
@@ -13,39 +15,30 @@ state after ``s`` optimizer steps, before the schedules of step ``s``: resuming 
 exactly what an uninterrupted run does next (same parameters, optimizer moments, grid, SH
 degree and batch-sampling RNG state).
 
-Crash safety: checkpoints and ``config.toml`` are written atomically (temporary file, fsync,
-rename), so a kill (SIGKILL, power loss) loses at most the steps since the newest checkpoint;
-a resume ignores the leftover temporary file and a half-written last line of ``metrics.jsonl``,
-and falls back to the previous checkpoint when the newest cannot be read. While `Trainer.run`
-trains, Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a checkpoint of it and
-raises `TrainingInterrupted` (nothing is lost); a second Ctrl-C stops at once
-(KeyboardInterrupt, back to the newest checkpoint).
+While `Trainer.run` trains, Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a
+checkpoint of it and raises `TrainingInterrupted` (nothing is lost); a second Ctrl-C stops at
+once (KeyboardInterrupt, back to the newest checkpoint).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import shutil
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
 
-from meshtryoshka_data import load_blender, load_colmap, load_nerfstudio
-
-from .checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint, write_atomic
-from .config import Config, ConfigError, dump_config
+from .config import Config, ConfigError
 from .contraction import Contraction
 from .evaluate import evaluate
-from .field import Field, shell_levels
+from .export import export_mesh
+from .field import Extraction, Field
 from .initializers import fade_weight, point_cloud_sdf, sphere_sdf, subsample_points
 from .layout import Layout
 from .losses import compute_losses
@@ -59,10 +52,31 @@ from .optim import (
 )
 from .rendering import render_extraction
 from .resolution import voxel_pixel_sizes
+
+# The run directory's functions moved to run.py; imported here under their old import path.
+from .run import (
+    CHECKPOINT_FORMAT,
+    RunDir,
+    Snapshot,
+    append_metrics,
+    check_format,
+    dataset_folder,
+    default_run_dir,
+    list_checkpoints,
+    load_latest_checkpoint,
+    load_scene,
+    prepare_run_dir,
+    resolve_device,
+    run_dir_lock,
+    save_checkpoint,
+    shell_levels_at,
+    trim_metrics,
+)
 from .visibility import grid_voxels_in_view
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "OUT_OF_MEMORY",
     "Trainer",
     "TrainingDiverged",
     "TrainingInterrupted",
@@ -70,13 +84,12 @@ __all__ = [
     "TrainingResult",
     "dataset_folder",
     "default_run_dir",
+    "format_count",
     "load_scene",
     "prepare_run_dir",
     "run_dir_lock",
     "resolve_device",
 ]
-
-CHECKPOINT_FORMAT = 1
 
 
 #: what torch raises when the GPU runs out of memory (torch.OutOfMemoryError from torch 2.5)
@@ -108,130 +121,6 @@ class TrainingResult:
     step: int
     run_dir: Path
     evaluation: dict | None
-
-
-# --- run setup ---------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device/dataset.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
-
-
-def dataset_folder(config: Config) -> Path:
-    """The scene folder: ``dataset.root / dataset.scene``; root "bundled" is the demo scene."""
-    data = config.dataset
-    if data.root == "bundled":
-        if data.scene != "demo":
-            raise ConfigError(
-                f"dataset.root = 'bundled' holds only the scene 'demo', got '{data.scene}'"
-            )
-        return Path(str(resources.files("meshtryoshka_train") / "demo_scene"))
-    return Path(data.root) / data.scene
-
-
-def default_run_dir(config: Config, workspace: str | Path) -> Path:
-    """``workspace / <experiment name> / <scene>`` (a .toml experiment uses its file stem)."""
-    name = (
-        Path(config.experiment).stem if config.experiment.endswith(".toml") else config.experiment
-    )
-    return Path(workspace) / name / config.dataset.scene
-
-
-def load_scene(config: Config, device: torch.device):
-    """Load the configured dataset with its images on ``dataset.device``."""
-    data = config.dataset
-    image_device = device if data.device == "auto" else resolve_device(data.device)
-    folder = dataset_folder(config)
-    if data.format == "blender":
-        return load_blender(
-            folder,
-            downscale=data.downscale,
-            background=data.background,
-            device=image_device,
-            scale_factor=data.scale_factor,
-        )
-    load = load_nerfstudio if data.format == "nerfstudio" else load_colmap
-    return load(
-        folder,
-        downscale=data.downscale,
-        llffhold=data.llffhold,
-        background=data.background,
-        device=image_device,
-        scale_factor=data.scale_factor,
-        orient=data.orient,
-    )
-
-
-@contextlib.contextmanager
-def run_dir_lock(run_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `run_dir` (a process training into it) while the block runs.
-
-    The lock is ``flock`` on the sibling file ``.<name>.lock`` (outside the run directory, so
-    that ``--overwrite`` can delete the directory); the OS releases it when the process dies,
-    so a crash never leaves a stale lock. Raises ConfigError naming the process that holds it.
-    No-op where ``fcntl`` is missing (Windows).
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    run_dir = Path(run_dir).absolute()
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.with_name(f".{run_dir.name}.lock"), "a+") as file:
-        try:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            file.seek(0)
-            holder = file.read().strip() or "unknown"
-            raise ConfigError(
-                f"another process (pid {holder}) is training into {run_dir}; wait for it, or "
-                "stop it (Ctrl-C checkpoints it) before starting or resuming this run"
-            ) from None
-        file.seek(0)
-        file.truncate()
-        file.write(f"{os.getpid()}\n")
-        file.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
-
-
-def prepare_run_dir(run_dir: Path, config: Config, *, resume: bool, overwrite: bool) -> Config:
-    """Create (or, with `resume`, reopen) a run directory; returns the config to train with.
-
-    A fresh run refuses an existing non-empty directory unless `overwrite` (which deletes it)
-    and writes ``config.toml``. A resumed run rewrites ``config.toml`` only when `config`
-    differs from it (overrides given with ``--resume`` then also hold for later resumes and
-    `eval`), and deletes the temporary files of checkpoint writes that a kill interrupted.
-    """
-    run_dir = Path(run_dir)
-    text = dump_config(config)
-    if resume:
-        saved = run_dir / "config.toml"
-        if not saved.is_file():
-            raise ConfigError(f"cannot resume: {run_dir} has no config.toml (not a run directory)")
-        if saved.read_text() != text:
-            write_atomic(saved, lambda file: file.write(text.encode()))
-        for leftover in (run_dir / "checkpoints").glob(".step_*.pt.*"):
-            leftover.unlink(missing_ok=True)
-        return config
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise ConfigError(
-                f"run directory {run_dir} already exists; pass --resume to continue it or "
-                "--overwrite to delete it and start again"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / "config.toml", lambda file: file.write(text.encode()))
-    return config
 
 
 # --- the trainer -------------------------------------------------------------------------------
@@ -282,6 +171,7 @@ class Trainer:
         self.step = 0
         self.batch_generator = torch.Generator().manual_seed(config.train.seed + 1)
         self.elapsed = 0.0
+        self._window = (time.perf_counter(), 0)  # for steps/s: (start, steps since)
         #: called after every step as ``hook(trainer, stats)``; a hook may return seconds it
         #: spent waiting (e.g. a paused viewer), which the steps/s rate leaves out
         self.step_hooks: list[Callable[[Trainer, dict], float | None]] = []
@@ -376,8 +266,7 @@ class Trainer:
         }
 
     def _restore(self, state: dict) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ConfigError(f"checkpoint format {state.get('format')} is not supported")
+        check_format(state)
         self.step = int(state["step"])
         self.field = Field.from_state(
             state["field"], self.contraction, self.device, backend=self.config.model.backend
@@ -488,7 +377,7 @@ class Trainer:
         remap = self.field.plan_resample(
             center,
             arm,
-            shell_levels(model.shells.at(step), model.sharpness),
+            shell_levels_at(model, step),
             model.dilation,
             self.voxel_filter,
             backend=model.backend,
@@ -529,18 +418,31 @@ class Trainer:
     # ------------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, torch.Tensor]:
         """One optimizer step at ``self.step`` (schedules already applied); returns its stats."""
-        config, model = self.config, self.config.model
         batch = self.dataset.sample_batch(
-            config.optim.batch_size.at(self.step), self.batch_generator
+            self.config.optim.batch_size.at(self.step), self.batch_generator
         )
         target = batch.images.to(self.device)
-        levels = shell_levels(model.shells.at(self.step), model.sharpness)
+        extraction = self._extract_shells()
+        image, losses = self._render_losses(extraction, batch, target)
+        self._optimizer_step(losses["total"])
+        return self._step_stats(losses, image, target, extraction)
+
+    def _extract_shells(self) -> Extraction:
+        """The shells scheduled at this step, with gradients to the field."""
+        model = self.config.model
         try:
-            extraction = self.field.extract(levels, backend=model.backend)
+            return self.field.extract(shell_levels_at(model, self.step), backend=model.backend)
         except ValueError:
             if not self.field.is_finite():
                 raise self._diverged("the parameters") from None
             raise
+
+    def _render_losses(
+        self, extraction: Extraction, batch, target: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(image ``[B, 3, H, W]``, the losses against `target`) of `batch` rendered from
+        `extraction`."""
+        model, weights = self.config.model, self.config.loss
         image, _ = render_extraction(
             extraction,
             batch.world_to_camera.to(self.device),
@@ -551,7 +453,6 @@ class Trainer:
             ssaa=model.train_ssaa,
             near=model.train_near,
         )
-        weights = config.loss
         needs_regularizers = any((weights.eikonal_pos, weights.eikonal_neg, weights.curvature))
         regularizers = (
             self.field.regularizers(weights.curvature_operator) if needs_regularizers else None
@@ -560,13 +461,20 @@ class Trainer:
         losses = compute_losses(
             weights, prediction, target, extraction.sdf, extraction.sh, regularizers
         )
-        total = losses["total"]
+        return image, losses
+
+    def _optimizer_step(self, total: torch.Tensor) -> None:
+        """Backward of the total loss and one Adam step; a non-finite loss stops training."""
         if not math.isfinite(float(total.detach())):
             raise self._diverged("the loss")
         self.optimizer.zero_grad(set_to_none=True)
         if total.requires_grad:
             total.backward()
         self.optimizer.step()
+
+    def _step_stats(
+        self, losses: dict, image: torch.Tensor, target: torch.Tensor, extraction: Extraction
+    ) -> dict[str, torch.Tensor]:
         stats = {name: value.detach() for name, value in losses.items()}
         stats["psnr"] = psnr(image.detach(), target).mean()
         stats["faces"] = torch.tensor(float(extraction.num_faces))
@@ -594,7 +502,7 @@ class Trainer:
             a crash at that point leaves behind; used by tests).
         """
         total = self.config.train.steps
-        self._trim_metrics(self.step)
+        trim_metrics(self.run_dir, self.step)
         self._phase = "the training step"
         try:
             with self._stop_requests():
@@ -616,9 +524,8 @@ class Trainer:
 
         Returns False when `stop_at` ended it (no final checkpoint).
         """
-        train = self.config.train
-        window_start, window_steps = time.perf_counter(), 0
         last_saved = self.step if list_checkpoints(self.run_dir) else None
+        self._window = (time.perf_counter(), 0)
         while self.step < total and self.stop_signal is None:
             if stop_at is not None and self.step >= stop_at:
                 return False
@@ -626,27 +533,36 @@ class Trainer:
             self.apply_schedules(self.step)
             stats = self.train_step()
             self.step += 1
-            window_steps += 1
-            for hook in self.step_hooks:
-                window_start += hook(self, stats) or 0.0
-            if self.step % train.log_interval == 0 or self.step == total:
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                now = time.perf_counter()
-                rate = window_steps / max(now - window_start, 1e-9)
-                self.elapsed += now - window_start
-                window_start, window_steps = now, 0
-                self._log_progress(stats, rate, total)
-            if train.checkpoint_interval and self.step % train.checkpoint_interval == 0:
-                self.save_checkpoint()
+            if self._after_step(stats, total):
                 last_saved = self.step
-            if train.eval_interval and self.step % train.eval_interval == 0 and self.step < total:
-                self._phase = "the periodic evaluation"
-                self._periodic_evaluation()
-                window_start = time.perf_counter()
         if last_saved != self.step:
             self.save_checkpoint()
         return True
+
+    def _after_step(self, stats: dict[str, torch.Tensor], total: int) -> bool:
+        """The step hooks, the progress line, the periodic checkpoint and evaluation of the
+        step just taken; returns whether it wrote a checkpoint."""
+        train = self.config.train
+        start, steps = self._window[0], self._window[1] + 1
+        for hook in self.step_hooks:
+            start += hook(self, stats) or 0.0  # seconds a hook waited (a paused viewer)
+        if self.step % train.log_interval == 0 or self.step == total:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            now = time.perf_counter()
+            rate = steps / max(now - start, 1e-9)
+            self.elapsed += now - start
+            start, steps = now, 0
+            self._log_progress(stats, rate, total)
+        self._window = (start, steps)
+        saved = bool(train.checkpoint_interval) and self.step % train.checkpoint_interval == 0
+        if saved:
+            self.save_checkpoint()
+        if train.eval_interval and self.step % train.eval_interval == 0 and self.step < total:
+            self._phase = "the periodic evaluation"
+            self._periodic_evaluation()
+            self._window = (time.perf_counter(), self._window[1])
+        return saved
 
     @contextlib.contextmanager
     def _stop_requests(self) -> Iterator[None]:
@@ -726,13 +642,13 @@ class Trainer:
             ]
         )
 
+    def snapshot(self) -> Snapshot:
+        """The current state (the live field, not a copy) as a `Snapshot` of the run."""
+        return Snapshot(self.config, self.step, self.field, self.dataset, run_dir=self.run_dir)
+
     def export_mesh(self) -> Path:
         """Write the field's zero level set like ``export-mesh RUN_DIR``; returns the file."""
-        from .export import export_mesh
-        from .saved_run import SavedRun
-
-        run = SavedRun(self.run_dir, self.config, self.step, self.field, _dataset=self.dataset)
-        result = export_mesh(run)
+        result = export_mesh(self.snapshot())
         edges = result.edges
         self.echo(
             f"mesh: {result.mesh.num_vertices} vertices, {result.mesh.num_faces} faces, "
@@ -742,9 +658,9 @@ class Trainer:
 
     def final_evaluation(self) -> dict:
         """Both modes on the whole test split, written to ``eval/step_XXXXXXX/``."""
-        out_dir = self.run_dir / "eval" / f"step_{self.step:07d}"
+        out_dir = RunDir(self.run_dir).eval_dir(self.step)
         result = evaluate(self.field, self.dataset, self.config, self.step, out_dir=out_dir)
-        self._append_metrics({"event": "test", "elapsed": self.elapsed, **_summary(result)})
+        append_metrics(self.run_dir, {"event": "test", "elapsed": self.elapsed, **_summary(result)})
         self.echo(
             f"test PSNR at step {self.step}: layered {result['layered']['psnr']:.2f} dB, "
             f"surface {result['surface']['psnr']:.2f} dB (SSIM {_fmt(result['layered']['ssim'])}"
@@ -765,7 +681,7 @@ class Trainer:
             modes=("layered",),
             max_images=self.config.train.eval_images,
         )
-        self._append_metrics({"event": "eval", "elapsed": self.elapsed, **_summary(result)})
+        append_metrics(self.run_dir, {"event": "eval", "elapsed": self.elapsed, **_summary(result)})
         self.echo(
             f"step {self.step}: {split} PSNR {result['layered']['psnr']:.2f} dB over "
             f"{result['images']} images"
@@ -790,7 +706,7 @@ class Trainer:
         }
         if self.device.type == "cuda":  # the allocator's own counter: no device sync
             entry["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
-        self._append_metrics(entry)
+        append_metrics(self.run_dir, entry)
         self.progress(
             self.step,
             total,
@@ -798,27 +714,6 @@ class Trainer:
             f" | faces {format_count(values['faces'])} | res {self.field.center_resolution}"
             f" | {rate:.2f} steps/s | eta {_duration(remaining)}",
         )
-
-    def _append_metrics(self, entry: dict) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as file:
-            file.write(json.dumps(entry) + "\n")
-
-    def _trim_metrics(self, step: int) -> None:
-        """Drop log entries past `step` (written after the checkpoint a resume starts from)
-        and a line that a kill cut short."""
-        path = self.run_dir / "metrics.jsonl"
-        if not path.is_file():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(entry, dict) and entry.get("step", 0) <= step:
-                kept.append(line)
-        text = "".join(line + "\n" for line in kept)
-        write_atomic(path, lambda file: file.write(text.encode()))
 
 
 def _zero_sdf(points: torch.Tensor) -> torch.Tensor:

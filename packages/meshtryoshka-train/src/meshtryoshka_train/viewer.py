@@ -9,7 +9,8 @@ renderer, and shown as the page's background image.
 The two halves:
 
 - `ViewRenderer` (no viser needed): the geometry of a view mode ("layered", "surface",
-  "shell K (p=...)" or "voxels"), cut by the cross-section, rendered from an OpenCV camera.
+  "shell K (p=...)", K = 0 for the outermost, or "voxels"), cut by the cross-section, rendered
+  from an OpenCV camera.
 - `Viewer`: the viser server, its widgets, and `poll`, which the trainer calls after every
   step (`Trainer.step_hooks`). Widgets only record requests; `poll` renders them in the
   training thread, so a frame never sees a half-updated field.
@@ -24,17 +25,15 @@ connected, `poll` costs a few microseconds.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import click
 import numpy as np
 import torch
 from torch import Tensor
@@ -42,9 +41,10 @@ from torch import Tensor
 from .config import Config, ConfigError, ViewerConfig
 from .contraction import Contraction
 from .evaluate import to_pixels
-from .export import SH_C0
-from .field import Extraction, Field, shell_levels
+from .export import SH_C0, export_mesh
+from .field import Extraction, Field
 from .rendering import OPAQUE_SDF, extract_for_mode, extract_opaque, render_extraction
+from .run import RunDir, Shell, Snapshot, read_metrics, shells_at, write_atomic
 from .trainer import format_count
 
 __all__ = [
@@ -58,7 +58,6 @@ __all__ = [
     "initial_view",
     "require_viser",
     "run_with_viewer",
-    "view_command",
     "view_modes",
     "voxel_boxes",
 ]
@@ -90,15 +89,13 @@ def require_viser():
 # --- geometry of the view modes ----------------------------------------------------------------
 
 
-def view_modes(shells: list[float]) -> list[str]:
-    """The mode names for CDF levels `shells`: layered, surface, one per shell, voxels."""
-    return ["layered", "surface", *[f"shell {i + 1} (p={p:g})" for i, p in enumerate(shells)]] + [
-        "voxels"
-    ]
+def view_modes(shells: Sequence[Shell]) -> list[str]:
+    """The mode names for a step's `shells`: layered, surface, one per shell, voxels."""
+    return ["layered", "surface", *[shell.label for shell in shells], "voxels"]
 
 
 def shell_number(mode: str) -> int | None:
-    """K of a "shell K (p=...)" mode name (1 = outermost), else None."""
+    """K of a "shell K (p=...)" mode name (`Shell.label`; 0 = outermost), else None."""
     match = re.fullmatch(r"shell (\d+).*", mode)
     return int(match.group(1)) if match else None
 
@@ -299,7 +296,7 @@ class ViewRenderer:
         self.voxels = 0
 
     def modes(self, step: int) -> list[str]:
-        return view_modes(list(self.config.model.shells.at(step)))
+        return view_modes(shells_at(self.config.model, step))
 
     @torch.no_grad()
     def geometry(self, field: Field, step: int, view: ViewState) -> tuple[Extraction, float | None]:
@@ -317,10 +314,10 @@ class ViewRenderer:
             alpha_max = None if view.mode == "layered" else 1.0
         else:
             number = shell_number(view.mode)
-            levels = shell_levels(model.shells.at(step), model.sharpness)
-            if number is None or not 1 <= number <= len(levels):
+            shells = shells_at(model, step)
+            if number is None or not 0 <= number < len(shells):
                 raise ValueError(f"unknown view mode {view.mode!r}; modes: {self.modes(step)}")
-            extraction = extract_opaque(field, model, levels[number - 1])
+            extraction = extract_opaque(field, model, shells[number].level)
             alpha_max = 1.0
         if view.mode != "voxels":
             extraction = clip_faces(extraction, field.contraction, *section)
@@ -407,9 +404,10 @@ class _Client:
 class Viewer:
     """The web viewer of a trainer (live) or of a restored run.
 
-    `source` is anything with ``config``, ``field``, ``step``, ``dataset`` and ``run_dir``
-    (a `Trainer`). While training, add `poll` to ``trainer.step_hooks``; for a finished run,
-    call `serve`. Files written: ``run_dir/viewer/*.png`` (screenshots), ``*.ply`` (meshes).
+    `source` is anything with ``config``, ``field``, ``step``, ``dataset`` and ``run_dir``: a
+    `Trainer` (live) or a `Snapshot` (`open_run`, a finished run). While training, add `poll`
+    to ``trainer.step_hooks``; for a finished run, call `serve`. Files written:
+    ``run_dir/viewer/*.png`` (screenshots), ``*.ply`` (meshes).
     """
 
     def __init__(self, source, *, training: bool, echo: Callable[[str], None] = print):
@@ -433,7 +431,7 @@ class Viewer:
         self._last_poll_end: float | None = None
         self._last_orbit = time.perf_counter()
         self._stop = threading.Event()
-        self.logged = {} if training else _last_logged(Path(source.run_dir) / "metrics.jsonl")
+        self.logged = {} if training else _last_logged(source.run_dir)
 
         self.server = viser.ViserServer(
             host=self.settings.host, port=self.settings.port, label="Meshtryoshka", verbose=False
@@ -680,7 +678,7 @@ class Viewer:
         with self.lock:
             state = self.clients.get(client_id) if client_id is not None else None
             view = self.view
-        folder = Path(source.run_dir) / "viewer"
+        folder = RunDir(source.run_dir).viewer_dir
         folder.mkdir(parents=True, exist_ok=True)
         slug = re.sub(r"[^a-z0-9]+", "_", view.mode).strip("_")
         stem = f"{slug}_step_{source.step:07d}"
@@ -694,7 +692,8 @@ class Viewer:
             path = _unique(folder / f"screenshot_{stem}.png")
             from PIL import Image
 
-            Image.fromarray(image).save(path)
+            # atomically: a reader (the browser test) never sees a half-written PNG
+            write_atomic(path, lambda file: Image.fromarray(image).save(file, format="PNG"))
             paths = [path]
         else:
             paths = self._export(source, view, folder, stem)
@@ -721,21 +720,19 @@ class Viewer:
             path = _unique(folder / f"mesh_{stem}.ply")
             write_ply(path, boxes.positions, boxes.faces)
             return [path]
-        from .export import export_mesh
-        from .saved_run import SavedRun
-
-        run = SavedRun(
-            Path(source.run_dir), source.config, source.step, source.field, source.dataset
+        snapshot = Snapshot(
+            source.config, source.step, source.field, source.dataset, run_dir=source.run_dir
         )
-        levels = run.shell_levels()
         if view.mode == "surface":
             chosen = [(0.0, "")]
         elif view.mode == "layered":
-            chosen = [(level, f"_shell{i + 1}") for i, level in enumerate(levels)]
+            chosen = [(shell.level, shell.suffix) for shell in snapshot.shells()]
         else:
-            chosen = [(levels[shell_number(view.mode) - 1], "")]
+            chosen = [(snapshot.shell(shell_number(view.mode)).level, "")]
         return [
-            export_mesh(run, level=level, output=_unique(folder / f"mesh_{stem}{suffix}.ply")).path
+            export_mesh(
+                snapshot, level=level, output=_unique(folder / f"mesh_{stem}{suffix}.ply")
+            ).path
             for level, suffix in chosen
         ]
 
@@ -760,18 +757,9 @@ class Viewer:
         self.server.stop()
 
 
-def _last_logged(path: Path) -> dict[str, dict]:
+def _last_logged(run_dir: Path) -> dict[str, dict]:
     """The last entry of each event ("train", "test", ...) of a run's metrics.jsonl."""
-    found: dict[str, dict] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
-            if isinstance(entry, dict) and "event" in entry:
-                found[entry["event"]] = entry
-    return found
+    return {entry["event"]: entry for entry in read_metrics(run_dir) if "event" in entry}
 
 
 def _unique(path: Path) -> Path:
@@ -802,39 +790,3 @@ def run_with_viewer(trainer, echo: Callable[[str], None] = print):
     else:
         viewer.close()
     return result
-
-
-# --- the command ---------------------------------------------------------------------------------
-
-
-@click.command("view")
-@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--port", type=int, help="Port (default: the run's viewer.port, 8080).")
-@click.option("--host", help="Address to listen on (default: the run's viewer.host, 127.0.0.1).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Render device.")
-def view_command(run_dir: Path, port: int | None, host: str | None, device: str | None) -> None:
-    """Serve the web viewer of RUN_DIR's newest checkpoint until Ctrl-C.
-
-    Needs the optional dependency viser: pip install 'meshtryoshka-train[viewer]'.
-    """
-    from meshtryoshka_data import DatasetError
-
-    from .config import load_saved_config
-    from .trainer import Trainer
-
-    if not (run_dir / "config.toml").is_file():
-        raise click.UsageError(f"{run_dir} is not a run directory (no config.toml)")
-    overrides = [f"viewer.port={port}"] if port is not None else []
-    overrides += [f'viewer.host="{host}"'] if host is not None else []
-    overrides += [f"train.device={device}"] if device is not None else []
-    try:
-        require_viser()
-        config = load_saved_config(run_dir / "config.toml", overrides)
-        trainer = Trainer(config, run_dir, resume=True, echo=lambda _: None)
-        viewer = Viewer(trainer, training=False, echo=click.echo)
-    except ConfigError as error:
-        raise click.UsageError(str(error)) from None
-    except DatasetError as error:
-        raise click.ClickException(str(error)) from None
-    click.echo(f"viewer of {run_dir} at step {trainer.step}: {viewer.url} (Ctrl-C to quit)")
-    viewer.serve()

@@ -1,0 +1,261 @@
+"""Training from the command line: one run (`train_one`), every scene of an experiment
+(``train-all``), the progress console, and ``experiments``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from ..config import (
+    Config,
+    ConfigError,
+    experiment_names,
+    experiment_scenes,
+    load_config,
+    load_saved_config,
+)
+from ..run import RunDir, default_run_dir, prepare_run_dir, run_dir_lock
+from ..trainer import Trainer, TrainingResult
+from .errors import ErrorReport
+
+__all__ = [
+    "Console",
+    "experiments_command",
+    "progress_line",
+    "train_all_command",
+    "train_one",
+    "workspace",
+]
+
+
+class Console:
+    """Event lines on stdout; on a terminal, the progress line (with a bar) is rewritten in place.
+
+    interactive: rewrite the progress line in place (default: stdout is a terminal).
+    width: terminal columns (default: measured at each line).
+    """
+
+    def __init__(self, interactive: bool | None = None, width: int | None = None) -> None:
+        self.interactive = sys.stdout.isatty() if interactive is None else interactive
+        self.width = width
+        self.open_line = False
+
+    def echo(self, text: str) -> None:
+        if self.open_line:
+            click.echo("")
+            self.open_line = False
+        click.echo(text)
+
+    def progress(self, step: int, total: int, text: str) -> None:
+        """The progress line of `step` of `total` steps; `text` holds loss, PSNR, faces, rate."""
+        if not self.interactive:
+            click.echo(text)
+            return
+        columns = self.width or shutil.get_terminal_size().columns
+        click.echo("\r" + progress_line(step, total, text, columns) + "\x1b[K", nl=False)
+        self.open_line = True
+
+
+def progress_line(step: int, total: int, text: str, columns: int) -> str:
+    """``[#####-----]  50% <text>``, cut to fit `columns - 1` characters (a line that wraps
+    cannot be rewritten in place); the bar shrinks first and is left out below 10 cells."""
+    fraction = min(max(step / total, 0.0), 1.0) if total > 0 else 1.0
+    cells = min(30, columns - 1 - len(text) - 8)
+    if cells >= 10:
+        filled = int(fraction * cells)
+        text = f"[{'#' * filled}{'-' * (cells - filled)}] {fraction * 100:3.0f}% {text}"
+    return text[: max(columns - 1, 1)]
+
+
+def workspace() -> Path:
+    """``$WORKSPACE``, default ``./workspace``."""
+    return Path(os.environ.get("WORKSPACE", "workspace"))
+
+
+# --- one run -------------------------------------------------------------------------------------
+
+
+def train_one(
+    experiment: str | None,
+    overrides: list[str],
+    run_dir: Path | None,
+    resume: bool,
+    overwrite: bool,
+    console: Console,
+    resume_command: str | None = None,
+) -> TrainingResult:
+    """Train one run (the body of the bare command and of `train-all`).
+
+    Errors end the command as `ErrorReport` says: status 1 (diverged, out of memory, bad data),
+    2 (bad configuration or command line), 130 (Ctrl-C) or 143 (SIGTERM); an interruption
+    prints what was kept and `resume_command` (default: ``meshtryoshka-train --resume
+    --run-dir RUN_DIR``).
+    """
+    if experiment is None and not (resume and run_dir is not None):
+        raise click.UsageError("give --experiment NAME (or --resume with --run-dir RUN_DIR)")
+    with ErrorReport(console.echo, training=True) as report:
+        report.resume_command = resume_command
+        report.run_dir = run_dir
+        config = None
+        if experiment is not None:
+            config = load_config(experiment, overrides)
+            run_dir = report.run_dir = run_dir or default_run_dir(config, workspace())
+        if resume:
+            if not RunDir(run_dir).config_file.is_file():
+                raise ConfigError(
+                    f"cannot resume: {run_dir} has no config.toml (not a run directory); "
+                    "start it without --resume"
+                )
+            config = load_saved_config(RunDir(run_dir).config_file, overrides)
+        report.final_step = config.train.steps
+        return _train(config, run_dir, resume, overwrite, console)
+
+
+def _train(
+    config: Config, run_dir: Path, resume: bool, overwrite: bool, console: Console
+) -> TrainingResult:
+    """Prepare `run_dir` under its lock, build the trainer and train (with the viewer when
+    ``viewer.enabled``)."""
+    if config.viewer.enabled:
+        from ..viewer import require_viser
+
+        require_viser()  # before the run directory is touched
+    with run_dir_lock(run_dir):  # one training process per run directory
+        config = prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
+        console.echo(f"run directory: {run_dir}")
+        trainer = Trainer(
+            config, run_dir, resume=resume, echo=console.echo, progress=console.progress
+        )
+        console.echo(
+            f"training '{config.experiment}' on {config.dataset.scene} ({trainer.device}): "
+            f"{trainer.dataset}, {trainer.field.num_voxels} voxels"
+        )
+        if config.viewer.enabled:
+            from ..viewer import run_with_viewer
+
+            return run_with_viewer(trainer, console.echo)
+        return trainer.run()
+
+
+# --- every scene of an experiment ----------------------------------------------------------------
+
+
+@dataclass
+class SceneRun:
+    """One scene of `train-all`: its overrides, run directory and final evaluation file."""
+
+    scene: str
+    overrides: list[str]
+    run_dir: Path
+    final_metrics: Path
+
+
+def plan_scenes(experiment: str, scenes: str | None, overrides: tuple[str, ...]) -> list[SceneRun]:
+    """The scenes to train (all that `experiment` lists under [scenes.*], or the `scenes`
+    subset, comma-separated) with their configurations' run directories."""
+    listed = experiment_scenes(experiment)
+    if not listed:
+        raise click.UsageError(f"experiment '{experiment}' lists no [scenes.*]")
+    chosen = listed if scenes is None else [s.strip() for s in scenes.split(",") if s.strip()]
+    if not chosen:
+        raise click.UsageError(f"--scenes names no scene; '{experiment}' lists {listed}")
+    unknown = sorted(set(chosen) - set(listed))
+    if unknown:
+        raise click.UsageError(f"unknown scenes {unknown}; '{experiment}' lists {listed}")
+    plan = []
+    for scene in chosen:
+        scene_overrides = [*overrides, f"dataset.scene={scene}"]
+        config = load_config(experiment, scene_overrides)
+        run_dir = default_run_dir(config, workspace())
+        final = RunDir(run_dir).eval_dir(config.train.steps) / "metrics.json"
+        plan.append(SceneRun(scene, scene_overrides, run_dir, final))
+    return plan
+
+
+def train_scene(
+    experiment: str,
+    scene: SceneRun,
+    resume: bool,
+    overwrite: bool,
+    console: Console,
+    resume_command: str,
+) -> dict:
+    """The final evaluation of one scene: read when the run finished before (unless
+    `overwrite`), else trained (continued with `resume` when it has a run directory)."""
+    if scene.final_metrics.is_file() and not overwrite:
+        console.echo(f"{scene.scene}: already trained ({scene.final_metrics}), skipped")
+        return json.loads(scene.final_metrics.read_text())
+    has_run = RunDir(scene.run_dir).config_file.is_file()
+    console.echo(f"=== {scene.scene}")
+    outcome = train_one(
+        experiment,
+        scene.overrides,
+        scene.run_dir,
+        resume and has_run,
+        overwrite,
+        console,
+        resume_command=resume_command,
+    )
+    return outcome.evaluation
+
+
+def write_summary(experiment: str, results: dict[str, dict], path: Path, console: Console) -> None:
+    """Print the PSNR table of `results` (scene -> final evaluation) and write it to `path`."""
+    table = [(s, r["layered"]["psnr"], r["surface"]["psnr"]) for s, r in results.items()]
+    console.echo(f"{'scene':12s} {'layered':>8s} {'surface':>8s}")
+    for scene, layered, surface in table:
+        console.echo(f"{scene:12s} {layered:8.2f} {surface:8.2f}")
+    mean_l = sum(t[1] for t in table) / len(table)
+    mean_s = sum(t[2] for t in table) / len(table)
+    console.echo(f"{'mean':12s} {mean_l:8.2f} {mean_s:8.2f}")
+    summary = {
+        "experiment": experiment,
+        "psnr": {scene: {"layered": lay, "surface": sur} for scene, lay, sur in table},
+        "mean": {"layered": mean_l, "surface": mean_s},
+    }
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    console.echo(f"written to {path}")
+
+
+@click.command("train-all", context_settings={"ignore_unknown_options": True})
+@click.option("--experiment", "-e", default="mip360", show_default=True)
+@click.option("--scenes", help="Comma-separated subset of the experiment's scenes.")
+@click.option("--resume", is_flag=True, help="Continue runs that have checkpoints.")
+@click.option("--overwrite", is_flag=True, help="Delete existing run directories first.")
+@click.argument("overrides", nargs=-1)
+def train_all_command(
+    experiment: str, scenes: str | None, resume: bool, overwrite: bool, overrides: tuple[str, ...]
+) -> None:
+    """Train every scene the experiment lists under [scenes.*], one after another.
+
+    `meshtryoshka-train train-all --experiment mip360` trains the nine Mip-NeRF 360 scenes
+    with their per-scene settings (e.g. the flowers scene's near plane, in the experiment's
+    [scenes.flowers] table), then prints a table of test PSNRs and writes it to
+    $WORKSPACE/<experiment>/summary.json. A scene whose run already finished (its final
+    evaluation exists) is skipped; after an interruption, --resume continues where it stopped.
+    """
+    with ErrorReport():
+        plan = plan_scenes(experiment, scenes, overrides)
+    console = Console()
+    again = ["meshtryoshka-train", "train-all", "--experiment", experiment, "--resume"]
+    again += ["--scenes", ",".join(s.scene for s in plan)] if scenes is not None else []
+    resume_command = shlex.join([*again, *overrides])
+    results = {
+        scene.scene: train_scene(experiment, scene, resume, overwrite, console, resume_command)
+        for scene in plan
+    }
+    write_summary(experiment, results, plan[-1].run_dir.parent / "summary.json", console)
+
+
+@click.command("experiments")
+def experiments_command() -> None:
+    """List the shipped experiments."""
+    for name in experiment_names():
+        click.echo(name)
