@@ -411,3 +411,26 @@ def test_launch_path_packs_once_per_kernel_and_launches_on_the_raw_stream(monkey
     with pytest.raises(ValueError, match="block"):
         module.launch("affine_fwd", (1, 1, 1), (2048, 1, 1), **args)
     assert len(recorder.launches) == 2
+
+
+def test_tensor_views_beyond_4_gib_are_refused_by_both_packing_paths():
+    # Slang computes a view's byte offsets in uint32: an element past 4 GiB would wrap around
+    big = FakeTensor((2**19 + 1, 2**10), (2**10, 1), 8, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"argument keys: \[524289, 1024\] reaches byte offset"):
+        abi.tensor_view(big, "keys")
+    fits = FakeTensor((2**19, 2**10), (2**10, 1), 8, dtype=torch.int64)  # last byte: 4 GiB - 1
+    assert abi.tensor_view(fits, "keys").sizes[0] == 2**19
+
+    class HostTensor(FakeTensor):  # what the launcher's quick path reads, on the CPU
+        is_cuda = False
+
+        def get_device(self):
+            return -1
+
+    launcher = abi.KernelLauncher("histogram", PROBE_TABLE["histogram"], require_cuda=False)
+    counts = HostTensor((3,), (1,), 4, dtype=torch.int32)
+    assert launcher.pack({"keys": HostTensor((2**29,), (1,), 8, dtype=torch.int64),
+                          "counts": counts, "num_bins": 1, "num_keys": 1}) == -1  # fmt: skip
+    flat = HostTensor((2**29 + 1,), (1,), 8, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"argument keys: \[536870913\] reaches byte offset"):
+        launcher.pack({"keys": flat, "counts": counts, "num_bins": 1, "num_keys": 1})

@@ -185,3 +185,44 @@ def test_render_parity_1m_faces(ssaa):
         report(
             got[0], full, f"1M ssaa={ssaa} window vs full image", atol=1e-4, max_bad_fraction=1e-3
         )
+
+
+@pytest.mark.parametrize("mode", ["fused", "explicit"])
+def test_a_batch_beyond_a_tensor_views_4_gib_is_rendered_in_slices(mode, monkeypatch):
+    """Slang tensor views address 4 GiB; larger batches are split over cameras (then halved
+    while the sort keys overflow). Shrinking the limit splits a small batch the same way: the
+    result equals one launch, values and gradients."""
+    from slang_rasterizer import _slang
+
+    mesh = shell_mesh(perturbed_shells(3, [1.0, 0.7]), device=DEV)
+    cams = orbit_cameras(5, 3.0, (64, 80), device=DEV)
+    sdf, sh = attributes(mesh)
+    bg = torch.rand(5, 3, 64, 80, device=DEV)
+    want = run("slang", cams, mesh, sdf, sh, bg, mode=mode, ssaa=2)
+    calls = []
+    original = _slang._render_slice
+    monkeypatch.setattr(
+        _slang, "_render_slice", lambda hi, *a: calls.append(hi.batch_size) or original(hi, *a)
+    )
+    per_camera = _slang.bytes_per_camera(
+        mesh.positions.shape[0], mesh.faces.shape[0], mesh.num_shells, (128, 160), mode
+    )
+    monkeypatch.setattr(_slang, "_VIEW_BYTES", 2 * per_camera + 1)  # 2 cameras per launch
+    got = run("slang", cams, mesh, sdf, sh, bg, mode=mode, ssaa=2)
+    assert calls == [2, 2, 1]
+    compare_renders(got, want, f"sliced {mode}", max_bad=0.0, grad_rel=1e-5)
+    if mode == "fused":  # the keys of 2 cameras overflow, of 1 do not: halved to 1 a launch
+        totals = []
+        bin_faces = _slang.bin_faces
+        monkeypatch.setattr(
+            _slang, "bin_faces", lambda *a: totals.append(int((b := bin_faces(*a)).ranges[-1])) or b
+        )
+        monkeypatch.setattr(_slang, "_VIEW_BYTES", per_camera + 1)  # 1 camera per launch
+        run("slang", cams, mesh, sdf, sh, bg, mode=mode, ssaa=2)
+        assert len(totals) == 5 and 2 * min(totals) > max(totals)
+        monkeypatch.setattr(_slang, "_VIEW_BYTES", 8 * max(totals) + 8)
+        monkeypatch.setattr(_slang, "bytes_per_camera", lambda *a: 1)  # 5 cameras first
+        calls.clear()
+        got = run("slang", cams, mesh, sdf, sh, bg, mode=mode, ssaa=2)
+        assert calls == [5, 2, 1, 1, 1, 1, 1]
+        compare_renders(got, want, "halved fused", max_bad=0.0, grad_rel=1e-5)

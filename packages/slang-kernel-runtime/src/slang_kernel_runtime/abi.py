@@ -77,6 +77,10 @@ def _check_tensor(kernel: str, label: str, value: Any, dtype: str, require_cuda:
         )
 
 
+_VIEW_SPAN = 2**32
+"""A tensor view's element offsets ``sum(index * stride)`` are computed in uint32 bytes."""
+
+
 def tensor_view(value: Any, label: str = "tensor") -> TensorView:
     """Pack a tensor (anything with data_ptr/shape/stride/element_size) as a Slang TensorView."""
     view = TensorView()
@@ -90,6 +94,12 @@ def tensor_view(value: Any, label: str = "tensor") -> TensorView:
             )
         view.sizes[i] = size
         view.strides[i] = stride * item
+    span = item * sum(map(_last_offset, value.shape, value.stride()))
+    if span >= _VIEW_SPAN:
+        raise ValueError(
+            f"argument {label}: {list(value.shape)} reaches byte offset {span}; Slang's tensor "
+            "views address at most 4 GiB (uint32 byte offsets): pass it in smaller parts"
+        )
     view.dimensionCount = len(value.shape)
     return view
 
@@ -302,8 +312,11 @@ class KernelLauncher:
                     dims = len(shape)
                     if dims > MAX_DIMS:
                         return None
+                    strides = tensor.stride()
+                    if to_bytes(sum(map(_last_offset, shape, strides))) >= _VIEW_SPAN:
+                        return None  # beyond 4 GiB: the slow path names it
                     add(tensor.data_ptr())
-                    extend(map(to_bytes, tensor.stride()))
+                    extend(map(to_bytes, strides))
                     extend(_ZEROS[dims])
                     extend(shape)
                     extend(_ZEROS[dims])
@@ -324,6 +337,10 @@ class KernelLauncher:
             if getattr(device, "type", None) == "cuda":
                 return device.index if device.index is not None else -1
         return -1
+
+
+def _last_offset(size: int, stride: int) -> int:
+    return (size - 1) * stride if size else 0
 
 
 _ZEROS = tuple((0,) * (MAX_DIMS - n) for n in range(MAX_DIMS + 1))

@@ -571,6 +571,8 @@ class SlangModule:
                         source, table, slangc_version = self.emit_cuda(folder)
                         self._slangtorch_module = slangtorch_load(slangtorch, src / self.entry.name)
                     except Exception as error:
+                        # no half-built folder stays behind: the next use starts clean
+                        shutil.rmtree(folder, ignore_errors=True)
                         raise self._compile_error(arch, str(error)) from error
                     info = {"kernels": table_to_json(table), "slangc": slangc_version}
                     write_atomic(folder / "kernels.json", json.dumps(info, indent=1).encode())

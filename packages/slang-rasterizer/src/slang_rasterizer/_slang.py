@@ -34,6 +34,12 @@ TILE = 16  # must match raster_common.slang
 _MAX_SHELLS = 16  # MAX_SHELLS of raster_common.slang
 _THREADS = 256
 _INT31 = 2**31
+_VIEW_BYTES = 2**32  # a Slang TensorView addresses bytes with uint32 offsets
+
+
+class TooManyOverlaps(ValueError):
+    """The sort keys of one batch of cameras would not fit a tensor view (``render`` splits
+    the batch and tries again)."""
 
 
 def _blocks(n: int) -> tuple[int, int, int]:
@@ -124,10 +130,10 @@ def bin_faces(cameras: Cameras, mesh: ShellMesh, near: float, cull_backfaces: bo
     _MODULE.launch("bin_count", _blocks(bsz * m), (_THREADS, 1, 1), counts=counts, **common)
     ends = torch.cumsum(counts, 0, dtype=torch.int64)
     total = int(ends[-1]) if ends.numel() else 0  # the one host sync of a render
-    if total >= _INT31:
-        raise ValueError(
-            f"{total} (camera, face, tile) overlaps do not fit int32 key indices; render fewer "
-            "cameras at once or at a lower resolution"
+    if total * 8 >= _VIEW_BYTES:
+        raise TooManyOverlaps(
+            f"{total} (camera, face, tile) overlaps: their int64 keys exceed the 4 GiB a Slang "
+            "tensor view addresses; render fewer cameras at once or at a lower resolution"
         )
     keys = torch.empty(total, dtype=torch.int64, device=device)
     values = torch.empty(total, dtype=torch.int32, device=device)
@@ -416,6 +422,17 @@ class _FusedRender(torch.autograd.Function):
         return grad_sdf, grad_colors, None, None, None
 
 
+def bytes_per_camera(
+    num_vertices: int, num_faces: int, num_shells: int, image_size, mode: str
+) -> int:
+    """The largest per-camera share of a tensor a render kernel sees: camera-space vertices
+    and colours ``[B, N, 3]``, the int64 key offsets ``[B * M]``, the outputs ``[B, 4, H, W]``
+    and the explicit mode's per-shell pixel buffers ``[B, S, H, W, 3]`` (float32 bytes)."""
+    h, w = image_size
+    largest = max(12 * num_vertices, 8 * num_faces, 16 * h * w)
+    return max(largest, 12 * num_shells * h * w) if mode == "explicit" else largest
+
+
 def render(
     cameras: Cameras,
     mesh: ShellMesh,
@@ -429,20 +446,51 @@ def render(
     alpha_max: float,
     cull_backfaces: bool,
 ) -> tuple[Tensor, Tensor]:
-    """Slang version of :func:`reference.render`."""
-    hi = cameras.scaled(ssaa)
-    colors = eval_sh(sh, mesh.positions, cameras.centers())  # [B, N, 3]
+    """Slang version of :func:`reference.render`.
+
+    Large batches are rendered in slices of cameras (``bytes_per_camera``, then halved while
+    the sort keys overflow), each its own autograd node; the result is the same.
+    """
     if mesh.faces.shape[0] == 0 or mesh.num_shells == 0:
         return reference.render(
             cameras, mesh, sdf, sh, sharpness, background, mode, ssaa, near, alpha_max,
             cull_backfaces,
         )  # fmt: skip
+    hi = cameras.scaled(ssaa)
+    per_camera = bytes_per_camera(
+        mesh.positions.shape[0], mesh.faces.shape[0], mesh.num_shells, hi.image_size, mode
+    )
+    step = max(1, (_VIEW_BYTES - 1) // per_camera)  # every tensor view stays below 4 GiB
+    parts, start, bsz = [], 0, hi.batch_size
+    while start < bsz:
+        part = Cameras(
+            hi.world_to_camera[start : start + step],
+            hi.intrinsics[start : start + step],
+            hi.image_size,
+        )
+        try:
+            parts.append(_render_slice(part, mesh, sdf, sh, sharpness, mode, near, alpha_max,
+                                       cull_backfaces))  # fmt: skip
+        except TooManyOverlaps:
+            if part.batch_size == 1:
+                raise
+            step = max(1, part.batch_size // 2)
+            continue
+        start += part.batch_size
+    c = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
+    t = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts])
+    return reference.finish(c, t, background, ssaa)
+
+
+def _render_slice(
+    hi: Cameras, mesh: ShellMesh, sdf, sh, sharpness, mode, near, alpha_max, cull_backfaces
+) -> tuple[Tensor, Tensor]:
+    """C [B, 3, mH, mW] and T [B, 1, mH, mW] of cameras `hi` (already at the SSAA size)."""
+    colors = eval_sh(sh, mesh.positions, hi.centers())  # [B, N, 3]
     if mode == "explicit":
         frags = rasterize(hi, mesh, near, cull_backfaces)
         sdf_px = interpolate(sdf[:, None], mesh.faces, frags)[..., 0]
         col_px = interpolate(colors, mesh.faces, frags)
-        c, t = composite(sdf_px, col_px, frags.hit, sharpness, alpha_max)
-    else:
-        bins = bin_faces(hi, mesh, near, cull_backfaces)
-        c, t = _FusedRender.apply(sdf.contiguous(), colors, bins, sharpness, alpha_max)
-    return reference.finish(c, t, background, ssaa)
+        return composite(sdf_px, col_px, frags.hit, sharpness, alpha_max)
+    bins = bin_faces(hi, mesh, near, cull_backfaces)
+    return _FusedRender.apply(sdf.contiguous(), colors, bins, sharpness, alpha_max)
