@@ -28,7 +28,8 @@
 #                 run logs are packed into $OUT/quality.tgz
 #   SCHEDULE_EXPERIMENTS  experiments of the scale rehearsal (benchmarks/bench_schedule.py), each
 #                 under its memory class [nerf_synthetic mip360_24gb mip360 mip360_140gb];
-#                 SCHEDULE_STEPS steps per stage [30]; its sources are the quality scenes
+#                 SCHEDULE_STEPS steps per stage [30]; SCHEDULE_ARGS more arguments of it (e.g.
+#                 --profile-steps 3); its sources are the quality scenes
 #   T_<STEP>      time limit of a step in seconds (T_TESTS, T_TRAIN, ...)
 # Our own packages are used from the checkout (PYTHONPATH=packages/*/src); nothing is installed.
 set -u -o pipefail
@@ -204,8 +205,10 @@ run_schedule() {
         esac
         case $experiment in mip360*) source=$scenes/garden ;; *) source=$scenes/texture ;; esac
         echo "--- $experiment (memory class: ${gib} GiB, 0 = none)"
+        # shellcheck disable=SC2086
         $PY packages/meshtryoshka-train/benchmarks/bench_schedule.py --experiment "$experiment" \
-            --source "$source" --steps-per-stage "${SCHEDULE_STEPS:-30}" --memory-gib "$gib" || rc=1
+            --source "$source" --steps-per-stage "${SCHEDULE_STEPS:-30}" --memory-gib "$gib" \
+            ${SCHEDULE_ARGS:-} || rc=1
     done
     return $rc
 }

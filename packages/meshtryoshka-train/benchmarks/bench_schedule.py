@@ -27,6 +27,7 @@ tiny sizes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import statistics
@@ -37,20 +38,27 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from meshtryoshka_data import read_colmap_model, write_colmap_model
 from meshtryoshka_train.config import load_config
 from meshtryoshka_train.evaluate import evaluate
 from meshtryoshka_train.run import prepare_run_dir
 from meshtryoshka_train.trainer import OUT_OF_MEMORY, Trainer, format_count
 
 
-def resized_scene(source: Path, size: tuple[int, int] | None, out: Path) -> Path:
+def resized_scene(
+    source: Path, size: tuple[int, int] | None, out: Path, views: int | None = None
+) -> Path:
     """A copy of the scene at `source` with every image resized to ``size = (W, H)``.
 
     NeRF-synthetic scenes keep their JSON (the field of view is resolution independent);
-    COLMAP scenes keep ``sparse/`` (the loader scales the intrinsics to the images).
+    COLMAP scenes keep ``sparse/`` (the loader scales the intrinsics to the images), and with
+    `views` their images are repeated cyclically (same poses, new names) up to that many, the
+    real dataset's count (the images' memory and the visibility test scale with it).
     """
     scene = out / source.name
     shutil.copytree(source, scene, ignore=shutil.ignore_patterns("images_*"))
+    if views and (scene / "sparse" / "0").is_dir():
+        repeat_views(scene, views)
     if size is None:
         return scene
     for path in scene.rglob("*"):
@@ -62,6 +70,21 @@ def resized_scene(source: Path, size: tuple[int, int] | None, out: Path) -> Path
             else:
                 resized.save(path, quality=95)
     return scene
+
+
+def repeat_views(scene: Path, views: int) -> None:
+    """Extend the COLMAP scene at `scene` to `views` images by repeating its images in order."""
+    model = read_colmap_model(scene / "sparse" / "0")
+    originals = sorted(model.images.values(), key=lambda image: image.name)
+    images = dict(model.images)
+    next_id = max(images) + 1
+    for k in range(views - len(originals)):
+        image = originals[k % len(originals)]
+        name = f"repeat{k // len(originals)}_{image.name}"
+        shutil.copyfile(scene / "images" / image.name, scene / "images" / name)
+        images[next_id] = dataclasses.replace(image, image_id=next_id, name=name)
+        next_id += 1
+    write_colmap_model(scene / "sparse" / "0", dataclasses.replace(model, images=images))
 
 
 def compressed_overrides(config, steps_per_stage: int) -> tuple[list[str], list[tuple]]:
@@ -115,7 +138,7 @@ def rehearse(args) -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_schedule_"))
     try:
         size = args.size or ((800, 800) if base.dataset.format == "blender" else (1236, 824))
-        scene = resized_scene(args.source, size, work)
+        scene = resized_scene(args.source, size, work, args.views)
         compressed, stages = compressed_overrides(base, args.steps_per_stage)
         overrides = [
             *args.override,
@@ -161,22 +184,61 @@ def rehearse(args) -> None:
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
+            if args.profile_steps:
+                profile_steps(trainer, args.profile_steps, f"stage {j} ({center}/{arm})")
         eval_seconds = 0.0
         if failed is None:
             started = time.perf_counter()
             evaluate(trainer.field, trainer.dataset, trainer.config, trainer.step)
             eval_seconds = time.perf_counter() - started
-        report(args, base, rows, failed, eval_seconds, size)
+        report(args, base, rows, failed, eval_seconds, size, len(trainer.dataset))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def report(args, base, rows, failed, eval_seconds: float, size) -> None:
+def profile_steps(trainer: Trainer, steps: int, label: str) -> None:
+    """Print where `steps` more training steps spend host time: the top operators by self CPU
+    time, and per step the kernel launches, host syncs and CPU vs GPU busy time (the fixed
+    per-step costs: a step whose CPU time exceeds its GPU time is launch-bound)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            trainer.apply_schedules(trainer.step)
+            trainer.train_step()
+            trainer.step += 1
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    count = {e.key: e.count for e in events}
+    launches = sum(n for k, n in count.items() if k in ("cudaLaunchKernel", "cuLaunchKernel"))
+    launches += sum(n for k, n in count.items() if k.startswith("cudaLaunchKernelEx"))
+    syncs = sum(
+        n
+        for k, n in count.items()
+        if k in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy")
+        or k.startswith("cuStreamSynchronize")
+    )
+    cpu_ms = sum(e.self_cpu_time_total for e in events) / 1e3 / steps
+    gpu_ms = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e3 / steps
+    print(
+        f"profile {label}: per step {launches / steps:.0f} kernel launches, "
+        f"{syncs / steps:.1f} host syncs, {cpu_ms:.1f} ms CPU self time, "
+        f"{gpu_ms:.1f} ms GPU kernel time"
+    )
+    print(events.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60))
+
+
+def report(args, base, rows, failed, eval_seconds: float, size, views: int) -> None:
     interval = base.train.eval_interval
     evaluations = 1 + (base.train.steps // interval if interval else 0)
     train_seconds = sum(r["real_steps"] * r["ms"] / 1e3 for r in rows)
     print(
-        f"\n{args.experiment}: {size[0]}x{size[1]} images from {args.source.name}, "
+        f"\n{args.experiment}: {size[0]}x{size[1]} images from {args.source.name} "
+        f"({views} views), "
         f"{args.steps_per_stage} steps per stage"
         + (f", memory capped at {args.memory_gib} GiB" if args.memory_gib else "")
         + "\n"
@@ -209,7 +271,19 @@ def main() -> None:
     parser.add_argument(
         "--size", type=lambda s: tuple(int(x) for x in s.split("x")), help="WxH (default: real)"
     )
+    parser.add_argument(
+        "--views",
+        type=int,
+        default=200,
+        help="COLMAP sources: repeat images up to this many (default 200, like bicycle)",
+    )
     parser.add_argument("--steps-per-stage", type=int, default=30)
+    parser.add_argument(
+        "--profile-steps",
+        type=int,
+        default=0,
+        help="after each stage, profile this many more steps (torch.profiler) and print them",
+    )
     parser.add_argument("--memory-gib", type=float, default=0.0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("override", nargs="*", help="key=value for the experiment")
