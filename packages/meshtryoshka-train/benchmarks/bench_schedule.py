@@ -158,7 +158,7 @@ def rehearse(args) -> None:
                 torch.cuda.reset_peak_memory_stats(device)
             times, stats = [], {}
             try:
-                for _ in range(args.steps_per_stage):
+                for _ in range(args.steps_per_stage - args.profile_steps):
                     trainer.apply_schedules(trainer.step)
                     started = time.perf_counter()
                     stats = trainer.train_step()
@@ -282,12 +282,14 @@ def main() -> None:
         "--profile-steps",
         type=int,
         default=0,
-        help="after each stage, profile this many more steps (torch.profiler) and print them",
+        help="profile the last this many steps of each stage (torch.profiler) and print them",
     )
     parser.add_argument("--memory-gib", type=float, default=0.0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("override", nargs="*", help="key=value for the experiment")
     args = parser.parse_args()
+    if not 0 <= args.profile_steps <= args.steps_per_stage - 2:
+        parser.error("--profile-steps must leave at least 2 timed steps per stage")
     rehearse(args)
 
 
