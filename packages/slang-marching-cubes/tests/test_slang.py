@@ -158,3 +158,37 @@ def test_reference_grid_on_cuda_launches_no_slang(monkeypatch):
     sdf = grid.vertex_positions()[:, 0] - 0.5
     shells = extract_shells(grid, sdf, None, [0.0], backend="reference")
     assert shells.faces.shape[0] > 0
+
+
+def test_attributes_beyond_a_tensor_views_4_gib_are_interpolated_by_torch(monkeypatch):
+    """Slang tensor views address 4 GiB; larger value arrays (e.g. degree-1 colours of 90M
+    corners) are interpolated by the reference ops. Shrinking the limit takes that path on a
+    small grid: same values and gradients, and no interpolation kernel is launched."""
+    from slang_marching_cubes import _slang
+
+    grid = _grid((40, 33, 61), 0.8, 1)
+    sdf = _field(grid, 0.8, 1).requires_grad_()
+    attrs = torch.randn(grid.num_vertices, 12, device="cuda", requires_grad=True)
+    want = extract_shells(grid, sdf, attrs, _levels(3), backend="slang")
+    launched = []
+    launch = _slang._MODULE.launch
+    monkeypatch.setattr(
+        _slang._MODULE,
+        "launch",
+        lambda name, *a, **k: launched.append(name) or launch(name, *a, **k),
+    )
+    monkeypatch.setattr(_slang, "_VIEW_BYTES", 4 * attrs.numel())
+    got = extract_shells(grid, sdf, attrs, _levels(3), backend="slang")
+    assert launched and not [name for name in launched if name.startswith("mc_interpolate")]
+    assert torch.equal(got.faces, want.faces)
+    for name in ("sdf", "attributes"):
+        _assert_close(name, getattr(got, name), getattr(want, name), 1e-6)
+    w_sdf, w_attr = torch.randn_like(want.sdf), torch.randn_like(want.attributes)
+    g_want = torch.autograd.grad(
+        (want.sdf * w_sdf).sum() + (want.attributes * w_attr).sum(), (sdf, attrs)
+    )
+    g_got = torch.autograd.grad(
+        (got.sdf * w_sdf).sum() + (got.attributes * w_attr).sum(), (sdf, attrs)
+    )
+    _assert_close("grad sdf", g_got[0], g_want[0], 1e-5)
+    _assert_close("grad attributes", g_got[1], g_want[1], 1e-5)

@@ -39,6 +39,7 @@ _MODULE = compilation.KERNELS.slang_module()  # the package's one SlangModule (a
 _BLOCK = 256
 _TABLES: dict[torch.device, tuple[Tensor, Tensor]] = {}
 _INT32_MAX = 2**31 - 1
+_VIEW_BYTES = 2**32  # a Slang TensorView addresses bytes with uint32 offsets
 
 
 def _tables(device: torch.device) -> tuple[Tensor, Tensor]:
@@ -123,9 +124,11 @@ def interpolate_pair(
     first: Tensor, second: Tensor, edges: Tensor, t: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Slang version of `reference.interpolate_pair` (float32 CUDA value arrays): one launch each
-    way for both arrays."""
+    way for both arrays. Arrays past int32 thread indices or the 4 GiB a Slang tensor view
+    addresses (e.g. degree-1 colours of 90M corners) take the reference (torch ops)."""
     width = math.prod(first.shape[1:]) + math.prod(second.shape[1:])
-    if edges.shape[0] * width > _INT32_MAX:  # past int32 thread indices
+    largest = max(first.numel(), second.numel(), edges.shape[0] * width)
+    if edges.shape[0] * width > _INT32_MAX or 4 * largest >= _VIEW_BYTES:
         return reference.interpolate_pair(first, second, edges, t)
     return _InterpolateVertices.apply(first, second, edges, t.detach())
 
