@@ -226,3 +226,25 @@ def test_a_batch_beyond_a_tensor_views_4_gib_is_rendered_in_slices(mode, monkeyp
         got = run("slang", cams, mesh, sdf, sh, bg, mode=mode, ssaa=2)
         assert calls == [5, 2, 1, 1, 1, 1, 1]
         compare_renders(got, want, "halved fused", max_bad=0.0, grad_rel=1e-5)
+
+
+def test_eval_sh_beyond_a_tensor_views_4_gib_is_sliced_over_vertices(monkeypatch):
+    from slang_rasterizer import _slang
+
+    g = torch.Generator(device=DEV).manual_seed(0)
+    sh = torch.randn(1000, 9, 3, generator=g, device=DEV, requires_grad=True)
+    positions = torch.randn(1000, 3, generator=g, device=DEV)
+    centers = 4 * torch.randn(3, 3, generator=g, device=DEV)
+    weights = torch.randn(3, 1000, 3, generator=g, device=DEV)
+    want = _slang.eval_sh(sh, positions, centers)
+    (want_grad,) = torch.autograd.grad((want * weights).sum(), sh)
+    monkeypatch.setattr(_slang, "_VIEW_BYTES", 12 * 9 * 300 + 1)  # 300 vertices a launch
+    launches = []
+    apply = _slang._EvalSH.apply
+    monkeypatch.setattr(
+        _slang._EvalSH, "apply", lambda *a: launches.append(a[0].shape[0]) or apply(*a)
+    )
+    got = _slang.eval_sh(sh, positions, centers)
+    (got_grad,) = torch.autograd.grad((got * weights).sum(), sh)
+    assert launches == [300, 300, 300, 100]
+    assert torch.equal(got, want) and torch.equal(got_grad, want_grad)

@@ -367,8 +367,17 @@ class _EvalSH(torch.autograd.Function):
 
 
 def eval_sh(sh: Tensor, positions: Tensor, centers: Tensor) -> Tensor:
-    """Slang version of :func:`reference.eval_sh` (float32)."""
-    return _EvalSH.apply(sh.contiguous(), positions.contiguous(), centers.contiguous())
+    """Slang version of :func:`reference.eval_sh` (float32). Vertices are taken in slices
+    whose ``sh [n, K, 3]`` and colours ``[B, n, 3]`` stay below a tensor view's 4 GiB."""
+    n, k, _ = sh.shape
+    step = max(1, (_VIEW_BYTES - 1) // (12 * max(k, centers.shape[0])))
+    sh, positions, centers = sh.contiguous(), positions.contiguous(), centers.contiguous()
+    if n <= step:
+        return _EvalSH.apply(sh, positions, centers)
+    parts = [
+        _EvalSH.apply(sh[a : a + step], positions[a : a + step], centers) for a in range(0, n, step)
+    ]
+    return torch.cat(parts, dim=1)
 
 
 class _FusedRender(torch.autograd.Function):
