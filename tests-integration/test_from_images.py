@@ -3,10 +3,10 @@
 A textured still life is rendered with Mitsuba 3 (``mitsuba_photos.py``): 36 photos of
 320x240 and nothing else; the true poses stay in this test. ``python -m meshtryoshka_data
 from-images`` (pycolmap) recovers the poses, which must match the true ones up to a similarity
-transform, and ``check`` must accept the result. Then the demo experiment, shortened and the
-same for both, trains once on the recovered dataset and once on the same photos with the true
-cameras (expressed in the recovered frame, see ``_true_dataset``): the test PSNRs must agree
-within 1 dB.
+transform, and ``check`` must accept the result. Then the demo experiment, shortened, started
+from the reconstruction's point cloud and the same for both, trains once on the recovered
+dataset and once on the same photos with the true cameras (expressed in the recovered frame,
+with the same point cloud, see ``_true_dataset``): the test PSNRs must agree within 1 dB.
 
 The renders are cached in pytest's cache folder (``.pytest_cache``, git-ignored) under a key
 that changes with the scene. Needs ``mitsuba`` and ``pycolmap`` (the ``colmap`` extra of
@@ -60,6 +60,14 @@ pytestmark = [
 #: resolution 32 then 48. The cameras of both datasets are fitted into the cube the demo's
 #: grid covers as the demo scene's are: scale_factor 2.7 keeps the world's units (cameras at
 #: distance 2.7), orient puts +z up. The backgrounds are black: no alpha, black renders.
+#:
+#: The field starts from the reconstruction's sparse points (balls of about one voxel of the
+#: 32-grid around each, baked into the signed distance), not from the demo's sphere. The
+#: sphere (radius 0.75 here) holds only part of this scene: the ball lies wholly outside it,
+#: no shell passes there for the image loss to move, and whether the moving surface reaches
+#: it within 300 steps is chance. With the sphere the test PSNR moved by 4.4 dB with the seed
+#: alone (true cameras, seeds 0-3: 20.49, 17.42, 19.38, 21.81 dB; seed 1 has no ball), more
+#: than the 1 dB the test allows. From the points: 23.9-24.3 dB (see the test).
 TRAIN = [
     "--experiment",
     "demo",
@@ -68,6 +76,9 @@ TRAIN = [
     "dataset.scale_factor=2.7",
     "dataset.orient=true",
     "dataset.background=black",
+    "model.initializer=point_cloud",
+    "model.point_cloud_init=baked",
+    "model.init_radius=0.03",
     "train.steps=300",
     "model.resolution={0=32, 200=48}",
     "model.sh_degree={0=0, 100=1}",
@@ -146,9 +157,10 @@ def _true_dataset(photos: Path, world_to_camera: np.ndarray, recovered: Path, ou
     rendered, images_2/ made as from-images makes it (box filter to half size).
 
     The true cameras are expressed in the recovered reconstruction's frame (the similarity
-    fitted between the two) and get its point cloud, so the two trainings differ in the
-    cameras alone: where the scene sits in the axis-aligned grid otherwise moves the PSNR by
-    up to 2-4 dB under some training recipes, whatever the poses.
+    fitted between the two) and get its point cloud, which both trainings start from (see
+    ``TRAIN``): the scene then sits at the same place in the axis-aligned grid and starts from
+    the same shape, and the two trainings differ in the cameras (and in the images: these are
+    the photos, the recovered dataset holds the copies from-images wrote).
     """
     for folder in ("images", "images_2"):
         (out / folder).mkdir(parents=True)
@@ -195,14 +207,16 @@ def test_training_on_recovered_poses_is_within_1_db_of_the_true_poses(
     _true_dataset(*photos, recovered[0], datasets / "true_poses")
     true_layered, true_surface = train(datasets, "true_poses", tmp_path / "true_poses")
     layered, surface = train(datasets, recovered[0].name, tmp_path / "recovered")
-    # Measured on 2 CPU cores (about 35 s per run): layered 15.57 dB with the true cameras,
-    # 15.67 dB with the recovered ones; with the true cameras each turned by a random 1 degree
-    # 14.39 dB, so the test sees errors of that size. Untrained field: 10.8 dB. (The spots
-    # SIFT needs are finer than the grid, which caps the PSNR.)
+    # Measured on 2 CPU cores, layered / surface dB, train.seed 0-3 (the test runs seed 0):
+    # true cameras 24.13 / 23.91, 24.17 / 23.83, 24.14 / 23.84, 24.21 / 23.93; recovered ones
+    # 24.20 / 23.92, 23.97 / 23.69, 23.93 / 23.68, 24.25 / 23.98: they differ by 0.21 dB at
+    # most, and all eight runs lie within 0.32 dB. The recovered cameras each turned by a
+    # random 0.5 degree: 20.58 dB, by 1 degree: 18.05 dB (seed 0), so the test fails on
+    # errors of that size. (The spots SIFT needs are finer than the grid, which caps the PSNR.)
     print(
         f"test PSNR (layered / surface): true cameras {true_layered} / {true_surface} dB, "
         f"recovered cameras {layered} / {surface} dB"
     )
-    assert min(true_layered, layered) > 13.0, (true_layered, layered)
+    assert min(true_layered, layered) > 22.0, (true_layered, layered)
     assert abs(layered - true_layered) < 1.0, (true_layered, layered)
     assert abs(surface - true_surface) < 1.0, (true_surface, surface)
