@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -21,7 +22,8 @@ from ..config import (
     load_config,
     load_saved_config,
 )
-from ..run import RunDir, default_run_dir, prepare_run_dir, run_dir_lock
+from ..distributed import Distributed
+from ..run import RunDir, default_run_dir, prepare_run_dir, resolve_device, run_dir_lock
 from ..trainer import Trainer, TrainingResult
 from .errors import ErrorReport
 
@@ -42,12 +44,18 @@ class Console:
     width: terminal columns (default: measured at each line).
     """
 
-    def __init__(self, interactive: bool | None = None, width: int | None = None) -> None:
+    def __init__(
+        self, interactive: bool | None = None, width: int | None = None, quiet: bool = False
+    ) -> None:
         self.interactive = sys.stdout.isatty() if interactive is None else interactive
         self.width = width
         self.open_line = False
+        #: print nothing (the ranks of data-parallel training other than 0)
+        self.quiet = quiet
 
     def echo(self, text: str) -> None:
+        if self.quiet:
+            return
         if self.open_line:
             click.echo("")
             self.open_line = False
@@ -55,6 +63,8 @@ class Console:
 
     def progress(self, step: int, total: int, text: str) -> None:
         """The progress line of `step` of `total` steps; `text` holds loss, PSNR, faces, rate."""
+        if self.quiet:
+            return
         if not self.interactive:
             click.echo(text)
             return
@@ -90,13 +100,17 @@ def train_one(
     overwrite: bool,
     console: Console,
     resume_command: str | None = None,
+    data_parallel: bool = False,
 ) -> TrainingResult:
     """Train one run (the body of the bare command and of `train-all`).
 
-    Errors end the command as `ErrorReport` says: status 1 (diverged, out of memory, bad data),
-    2 (bad configuration or command line), 130 (Ctrl-C) or 143 (SIGTERM); an interruption
-    prints what was kept and `resume_command` (default: ``meshtryoshka-train --resume
-    --run-dir RUN_DIR``).
+    Errors end the command as `ErrorReport` says: status 1 (diverged, out of memory, bad data,
+    a lost rank), 2 (bad configuration or command line), 130 (Ctrl-C) or 143 (SIGTERM); an
+    interruption prints what was kept and `resume_command` (default: ``meshtryoshka-train
+    --resume --run-dir RUN_DIR``).
+
+    data_parallel: join the ranks that ``torchrun`` started (``WORLD_SIZE`` > 1) and train
+        the run together (`meshtryoshka_train.distributed`); rank 0 alone prints and writes.
     """
     if experiment is None and not (resume and run_dir is not None):
         raise click.UsageError("give --experiment NAME (or --resume with --run-dir RUN_DIR)")
@@ -115,27 +129,67 @@ def train_one(
                 )
             config = load_saved_config(RunDir(run_dir).config_file, overrides)
         report.final_step = config.train.steps
-        return _train(config, run_dir, resume, overwrite, console)
+        group = join_ranks(config) if data_parallel else Distributed()
+        try:
+            if not group.is_main:  # rank 0 alone prints (errors are printed by every rank)
+                report.echo = console = Console(quiet=True)
+            return _train(config, run_dir, resume, overwrite, console, group)
+        finally:
+            group.close()
+
+
+def join_ranks(config: Config) -> Distributed:
+    """The ranks ``torchrun`` started (a single process without torchrun, or with one rank
+    unless ``MESHTRYOSHKA_PROCESS_GROUP=always``): NCCL when ``train.device`` resolves to
+    CUDA, else gloo; collectives wait ``train.distributed_timeout`` seconds at most."""
+    timeout = config.train.distributed_timeout
+    if not timeout > 0:
+        raise ConfigError(f"train.distributed_timeout must be > 0 seconds, got {timeout}")
+    use_cuda = resolve_device(config.train.device).type == "cuda"
+    group = Distributed.from_environment(use_cuda, timeout)
+    if group.enabled and config.viewer.enabled:
+        group.close()
+        raise ConfigError(
+            "viewer.enabled does not work with several ranks (a paused viewer would stop "
+            "them all); train with one process, or view the run afterwards: "
+            "meshtryoshka-train view RUN_DIR"
+        )
+    return group
 
 
 def _train(
-    config: Config, run_dir: Path, resume: bool, overwrite: bool, console: Console
+    config: Config,
+    run_dir: Path,
+    resume: bool,
+    overwrite: bool,
+    console: Console,
+    group: Distributed | None = None,
 ) -> TrainingResult:
-    """Prepare `run_dir` under its lock, build the trainer and train (with the viewer when
-    ``viewer.enabled``)."""
+    """Prepare `run_dir` under its lock (rank 0), build the trainer and train (with the viewer
+    when ``viewer.enabled``)."""
+    group = group or Distributed()
     if config.viewer.enabled:
         from ..viewer import require_viser
 
         require_viser()  # before the run directory is touched
-    with run_dir_lock(run_dir):  # one training process per run directory
-        config = prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
-        console.echo(f"run directory: {run_dir}")
+    # one training process per run directory: rank 0 holds the lock for all ranks
+    with run_dir_lock(run_dir) if group.is_main else contextlib.nullcontext():
+        if group.is_main:
+            config = prepare_run_dir(run_dir, config, resume=resume, overwrite=overwrite)
+            console.echo(f"run directory: {run_dir}")
+        group.barrier()  # the other ranks start once rank 0 has prepared the directory
         trainer = Trainer(
-            config, run_dir, resume=resume, echo=console.echo, progress=console.progress
+            config,
+            run_dir,
+            resume=resume,
+            echo=console.echo,
+            progress=console.progress,
+            group=group,
         )
+        ranks = f", {group.world_size} ranks ({group.backend})" if group.enabled else ""
         console.echo(
-            f"training '{config.experiment}' on {config.dataset.scene} ({trainer.device}): "
-            f"{trainer.dataset}, {trainer.field.num_voxels} voxels"
+            f"training '{config.experiment}' on {config.dataset.scene} ({trainer.device}"
+            f"{ranks}): {trainer.dataset}, {trainer.field.num_voxels} voxels"
         )
         if config.viewer.enabled:
             from ..viewer import run_with_viewer
