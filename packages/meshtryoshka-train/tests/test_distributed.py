@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import torch
 
@@ -60,26 +56,7 @@ group.close()
 """
 
 
-def torchrun(*args: str, nproc: int = 2, timeout: float = 300, check: bool = True):
-    """``torchrun --nproc-per-node nproc ARGS`` on this machine (CPU, gloo)."""
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-        "--master-port", str(_free_port()), *args,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-    if check:
-        assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    return result
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_gradients_and_extras_are_summed_and_disagreements_raise_on_every_rank(tmp_path):
+def test_gradients_and_extras_are_summed_and_disagreements_raise_on_every_rank(tmp_path, torchrun):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     torchrun(str(script), str(tmp_path))

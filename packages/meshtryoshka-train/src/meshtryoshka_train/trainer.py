@@ -693,6 +693,10 @@ class Trainer:
             yield
         finally:
             for signum, handler in previous.items():
+                if signum == signal.SIGTERM and self.group.enabled and self._stopping:
+                    # torchrun sends SIGTERM to the ranks still running once one has exited:
+                    # ignore it while this rank says where it stopped and exits
+                    handler = signal.SIG_IGN
                 signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
     def _interrupted(self, total: int) -> TrainingInterrupted:
