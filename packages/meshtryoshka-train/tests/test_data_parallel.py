@@ -10,6 +10,7 @@ that rounds to 0 or 2e-7 moves by 0 or ~lr): see the tolerances below.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -272,3 +273,22 @@ def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step(tmp_path, free
     assert f"SIGTERM: training stopped at step {step} of 100000" in output, output
     assert "exitcode  : 143" in output
     assert max(e["step"] for e in read_metrics(run_dir) if e["event"] == "train") == step
+
+
+# --- the scaling benchmark, tiny, on the CPU -------------------------------------------------
+
+
+def test_the_scaling_benchmark_runs_on_the_cpu(tmp_path):
+    script = Path(__file__).parents[1] / "benchmarks" / "bench_distributed.py"
+    rows = tmp_path / "rows.jsonl"
+    command = [sys.executable, str(script), "--ranks", "1", "2", "--device", "cpu"]
+    command += ["--steps", "2", "--warmup", "1", "--resolution", "16", "--batch-size", "2"]
+    result = subprocess.run(
+        [*command, "--json", str(rows)], capture_output=True, text=True, timeout=180, env=_env()
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert [line.split("|")[1].strip() for line in table[1:]] == ["1", "2"]
+    written = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert [(row["ranks"], row["rank"]) for row in written] == [(1, 0), (2, 0), (2, 1)]
+    assert all(row["backend"] == "gloo" and row["steps_per_second"] > 0 for row in written)
