@@ -675,9 +675,16 @@ class Trainer:
             yield  # signal handlers can only be installed from the main thread
             return
 
+        first = [0.0]  # when the first request came
+
         def request_stop(signum: int, frame) -> None:
             if signum == signal.SIGINT and self.stop_signal == signal.SIGINT:
-                raise KeyboardInterrupt  # the second Ctrl-C: stop now
+                # torchrun passes a terminal's Ctrl-C on to its ranks, which the terminal
+                # already sent them: a rank of several counts one within a second as the same
+                if not self.group.enabled or time.monotonic() - first[0] > 1.0:
+                    raise KeyboardInterrupt  # the second Ctrl-C: stop now
+                return
+            first[0] = time.monotonic()
             self.stop_signal = signum
             with contextlib.suppress(OSError):  # os.write: safe inside a signal handler
                 os.write(

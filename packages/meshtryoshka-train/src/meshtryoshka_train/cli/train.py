@@ -135,7 +135,8 @@ def train_one(
         group = join_ranks(config) if data_parallel else Distributed()
         try:
             if not group.is_main:  # rank 0 alone prints (errors are printed by every rank)
-                report.echo = console = Console(quiet=True)
+                console = Console(quiet=True)
+                report.echo = console.echo
             return _train(config, run_dir, resume, overwrite, console, group)
         finally:
             group.close()
