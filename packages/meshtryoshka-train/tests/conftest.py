@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +57,36 @@ def _reduced(root: Path, steps: int = 2, unbounded: bool = False) -> list[str]:
 def reduced():
     """``reduced(root, steps=2, unbounded=False)``: the overrides of a tiny CPU run."""
     return _reduced
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (torchrun's ``--master-port``)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_torchrun(*args: str, nproc: int = 2, timeout: float = 300, check: bool = True):
+    """``torchrun --nproc-per-node nproc ARGS`` on this machine (CPU, gloo, one thread per
+    rank); the completed process, its status checked unless `check` is False."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+        "--master-port", str(free_port()), *args,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    if check:
+        assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def torchrun():
+    """`run_torchrun`: ``torchrun(*args, nproc=2, timeout=300, check=True)``."""
+    return run_torchrun
+
+
+@pytest.fixture(scope="session", name="free_port")
+def free_port_fixture():
+    """`free_port`: ``free_port()`` -> a TCP port for torchrun's ``--master-port``."""
+    return free_port

@@ -198,6 +198,78 @@ def test_train_all_trains_each_listed_scene_with_its_settings(reduced, blender_r
     assert again.output.count("already trained") == 2 and "=== toy" not in again.output
 
 
+def _two_scene_experiment(tmp_path, blender_root) -> Path:
+    root = tmp_path / "scenes"
+    root.mkdir()
+    for scene in ("toy", "toy2", "toy3"):
+        (root / scene).symlink_to(blender_root / "toy", target_is_directory=True)
+    experiment = tmp_path / "three.toml"
+    experiment.write_text(
+        'extends = "nerf_synthetic"\n\n[scenes.toy]\n\n[scenes.toy2]\n\n[scenes.toy3]\n'
+    )
+    return experiment
+
+
+def test_train_all_shards_the_scenes_and_the_last_shard_writes_the_table(
+    reduced, blender_root, tmp_path
+):
+    experiment = _two_scene_experiment(tmp_path, blender_root)
+    ws = tmp_path / "ws" / "three"
+    args = ["train-all", "--experiment", str(experiment), *reduced(tmp_path / "scenes", 1)]
+    runner = CliRunner(env={"WORKSPACE": str(tmp_path / "ws")})
+
+    first = runner.invoke(main, [*args, "--shard", "1/2"])  # scenes 1, 3, ...: toy2
+    assert first.exit_code == 0, first.output
+    assert "shard 1/2: scenes ['toy2']" in first.output
+    assert "2 of 3 scenes have no final evaluation yet (toy, toy3)" in first.output
+    assert "--summarize" in first.output and not (ws / "summary.json").exists()
+    assert {p.name for p in ws.iterdir() if not p.name.startswith(".")} == {"toy2"}
+    early = runner.invoke(main, [*args, "--summarize"])
+    assert early.exit_code == 1 and "(toy, toy3)" in early.output
+
+    # torchrun's environment: worker 0 of 2 of shard 0/2 (toy, toy3) takes toy
+    worker = CliRunner(env={"WORKSPACE": str(tmp_path / "ws"), "WORLD_SIZE": "2", "RANK": "0"})
+    second = worker.invoke(main, [*args, "--shard", "0/2"])
+    assert second.exit_code == 0, second.output
+    assert "torchrun worker 0 of 2: scenes ['toy']" in second.output
+    assert "1 of 3 scenes have no final evaluation yet (toy3)" in second.output
+    last = runner.invoke(main, [*args, "--shard", "0/2"])  # toy is done: toy3 is left
+    assert last.exit_code == 0, last.output
+    assert "toy: already trained" in last.output and "=== toy3" in last.output
+    assert set(read_json(ws / "summary.json")["psnr"]) == {"toy", "toy2", "toy3"}
+    gathered = runner.invoke(main, [*args, "--summarize"])
+    assert gathered.exit_code == 0 and "mean" in gathered.output
+
+
+@pytest.mark.parametrize("shard", ["2/2", "1", "a/b", "-1/2"])
+def test_train_all_refuses_a_bad_shard(shard):
+    result = CliRunner().invoke(main, ["train-all", "--experiment", "mip360", "--shard", shard])
+    assert result.exit_code == 2 and "--shard" in result.output
+
+
+def test_train_all_puts_one_scene_on_each_gpu_at_a_time(
+    reduced, blender_root, tmp_path, monkeypatch
+):
+    """The GPU pool's processes, on the CPU here: each scene in its own process and log."""
+    from meshtryoshka_train.cli.train import plan_scenes, train_on_gpus
+
+    experiment = _two_scene_experiment(tmp_path, blender_root)
+    monkeypatch.setenv("WORKSPACE", str(tmp_path / "ws"))
+    plan = plan_scenes(str(experiment), None, tuple(reduced(tmp_path / "scenes", 1)))
+    lines = []
+    console = Console(interactive=False)
+    console.echo = lines.append
+    failed = train_on_gpus(str(experiment), plan, ["0", "1"], False, False, console)
+    assert failed == []
+    for scene in plan:
+        assert scene.final_metrics.is_file()
+        log = scene.run_dir.with_name(scene.run_dir.name + ".log").read_text()
+        assert f"three.toml' on {scene.scene} (cpu)" in log
+    started = [line for line in lines if line.startswith("===")]
+    assert len(started) == 3 and {line.split(" on GPU ")[1][0] for line in started} == {"0", "1"}
+    assert sum("finished on GPU" in line for line in lines) == 3
+
+
 def test_train_all_refuses_unknown_scenes():
     result = CliRunner().invoke(main, ["train-all", "--experiment", "mip360", "--scenes", "moon"])
     assert result.exit_code == 2 and "unknown scenes ['moon']" in result.output

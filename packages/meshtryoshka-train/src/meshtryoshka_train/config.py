@@ -204,6 +204,12 @@ class TrainConfig:
     export_mesh: bool = False
     """After the final evaluation, write the zero level set as a coloured PLY to
     ``RUN_DIR/mesh/`` (what `meshtryoshka-train export-mesh RUN_DIR` writes)."""
+    distributed_timeout: float = 1800.0
+    """Data-parallel training (``torchrun --nproc-per-node N``): seconds a rank waits for the
+    others in a collective before every rank stops with an error (so a stopped or lost rank
+    never leaves the others hanging). It must exceed what rank 0 does alone between two steps:
+    a periodic evaluation (``train.eval_images`` renders) and a checkpoint write. Ignored by a
+    single process."""
 
 
 @dataclass(frozen=True)

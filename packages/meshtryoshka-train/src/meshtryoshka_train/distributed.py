@@ -22,7 +22,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["Distributed", "shard_slice"]
+__all__ = ["Distributed", "DistributedError", "shard_slice"]
+
+
+class DistributedError(RuntimeError):
+    """A collective failed: another rank died or stopped, or it waited past the timeout."""
 
 
 def shard_slice(count: int, rank: int, world_size: int) -> slice:
@@ -46,6 +50,8 @@ class Distributed:
     local_rank: int = 0
     backend: str | None = None
     """"nccl" or "gloo" once the process group is initialized; None for a single process."""
+    timeout: float = 0.0
+    """Seconds a collective waits for the other ranks (`from_environment`'s `timeout`)."""
 
     @classmethod
     def from_environment(cls, use_cuda: bool, timeout: float = 600.0) -> Distributed:
@@ -53,9 +59,14 @@ class Distributed:
 
         use_cuda: NCCL, and this rank's device is ``cuda:LOCAL_RANK``; else gloo.
         timeout: seconds a collective may wait for the other ranks before failing.
+
+        ``MESHTRYOSHKA_PROCESS_GROUP=always`` makes a one-rank torchrun (``WORLD_SIZE=1``)
+        join a process group of one too, so the collectives run (e.g. NCCL on one GPU, for
+        the benchmark's baseline); without it one rank trains as a plain single process.
         """
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
+        always = os.environ.get("MESHTRYOSHKA_PROCESS_GROUP") == "always" and "RANK" in os.environ
+        if world <= 1 and not always:
             return cls()
         rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
         backend = "nccl" if use_cuda else "gloo"
@@ -69,7 +80,7 @@ class Distributed:
             torch.cuda.set_device(local)
         if not dist.is_initialized():
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
-        return cls(rank, world, local, backend)
+        return cls(rank, world, local, backend, timeout)
 
     @property
     def enabled(self) -> bool:
@@ -90,23 +101,46 @@ class Distributed:
     def sum_gradients(self, tensors: Sequence[Tensor], extra: Tensor) -> Tensor:
         """Sum the ``.grad`` of `tensors` and the float vector `extra` over the ranks, in place.
 
-        One flattened ``all_reduce`` (float32); a missing gradient counts as zeros (and gets
-        one). Returns the summed `extra` (same shape). A no-op for one process.
+        One flattened ``all_reduce`` (float32). A rank without a gradient for a tensor
+        contributes zeros; a tensor that has no gradient on any rank keeps ``.grad = None``
+        (Adam then skips it, as it does in one process). Returns the summed `extra` (same
+        shape). A no-op for one process.
         """
         if not self.enabled:
             return extra
+        had = [0.0 if t.grad is None else 1.0 for t in tensors]  # summed: ranks with one
         grads = []
         for t in tensors:
             if t.grad is None:
                 t.grad = torch.zeros_like(t)
             grads.append(t.grad.reshape(-1))
-        flat = torch.cat([*grads, extra.reshape(-1).to(grads[0] if grads else extra)])
-        dist.all_reduce(flat)
+        like = grads[0] if grads else extra.float()
+        flags = torch.tensor(had, dtype=like.dtype, device=like.device)
+        flat = torch.cat([*grads, extra.reshape(-1).to(like), flags])
+        self._collective("the gradient all_reduce", lambda: dist.all_reduce(flat))
         start = 0
         for t, g in zip(tensors, grads, strict=True):
             t.grad.copy_(flat[start : start + g.numel()].view_as(t.grad))
             start += g.numel()
-        return flat[start:].view_as(extra).to(extra.dtype)
+        summed = flat[start : start + extra.numel()].view_as(extra).to(extra.dtype)
+        for t, count in zip(tensors, flat[start + extra.numel() :].tolist(), strict=True):
+            if count == 0:
+                t.grad = None
+        return summed
+
+    def _collective(self, what: str, call) -> None:
+        """Run one collective; its failure becomes a `DistributedError` that says why."""
+        try:
+            call()
+        except Exception as error:
+            detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+            raise DistributedError(
+                f"rank {self.rank} of {self.world_size}: {what} failed ({type(error).__name__}"
+                + (f": {detail}" if detail else "")
+                + "). Another rank died or stopped (its own message says why), or the ranks "
+                f"waited longer than train.distributed_timeout = {self.timeout:g} s for each "
+                "other; every rank stops"
+            ) from error
 
     def check_same(self, what: str, values: Sequence[int]) -> None:
         """Raise on every rank when the ranks disagree about `values` (e.g. the grid after a
@@ -117,7 +151,7 @@ class Distributed:
         if self.backend == "nccl":
             mine = mine.cuda()
         gathered = [torch.zeros_like(mine) for _ in range(self.world_size)]
-        dist.all_gather(gathered, mine)
+        self._collective(f"the check of {what}", lambda: dist.all_gather(gathered, mine))
         rows = [g.tolist() for g in gathered]
         if any(row != rows[0] for row in rows):
             raise RuntimeError(
@@ -127,11 +161,12 @@ class Distributed:
 
     def barrier(self) -> None:
         """Wait for every rank (e.g. while rank 0 evaluates or writes a checkpoint)."""
-        if self.enabled:
-            if self.backend == "nccl":
-                dist.barrier(device_ids=[self.local_rank])
-            else:
-                dist.barrier()
+        if not self.enabled:
+            return
+        if self.backend == "nccl":
+            self._collective("a barrier", lambda: dist.barrier(device_ids=[self.local_rank]))
+        else:
+            self._collective("a barrier", dist.barrier)
 
     def close(self) -> None:
         if self.enabled and dist.is_initialized():

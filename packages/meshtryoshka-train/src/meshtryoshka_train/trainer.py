@@ -18,6 +18,20 @@ degree and batch-sampling RNG state).
 While `Trainer.run` trains, Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a
 checkpoint of it and raises `TrainingInterrupted` (nothing is lost); a second Ctrl-C stops at
 once (KeyboardInterrupt, back to the newest checkpoint).
+
+Data-parallel training (a `Distributed` group of several ranks, as ``torchrun`` starts them;
+`meshtryoshka_train.distributed`): every rank holds the same field and draws the same global
+batch from the same generator, renders its contiguous shard of it and computes the image loss
+scaled by its share of the batch; the loss terms that do not depend on the images (eikonal,
+curvature, sdf binary, SH) are counted on rank 0 alone. One ``all_reduce`` per step sums the
+gradients with the loss terms, the PSNR, a non-finite-loss sign and a stop request, so the
+summed gradient is the one-process gradient of the global batch (up to float summation order),
+every rank takes the same Adam step, and a signal to any rank stops all of them after the same
+step. After every resolution change (and at the start) the ranks check that they hold the same
+grid and parameters (`Distributed.check_same`). Rank 0 alone writes the metrics log,
+checkpoints, evaluations and meshes and prints; the others wait for it in the next collective
+(so ``train.distributed_timeout`` must exceed a periodic evaluation) and end without the final
+evaluation.
 """
 
 from __future__ import annotations
@@ -29,19 +43,20 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from .config import Config, ConfigError
 from .contraction import Contraction
+from .distributed import Distributed
 from .evaluate import evaluate
 from .export import export_mesh
 from .field import Extraction, Field
 from .initializers import fade_weight, point_cloud_sdf, sphere_sdf, subsample_points
 from .layout import Layout
-from .losses import compute_losses
+from .losses import LOSS_TERMS, compute_losses
 from .metrics import psnr
 from .optim import (
     add_parameters,
@@ -143,15 +158,24 @@ class Trainer:
         resume: bool = False,
         echo: Callable[[str], None] = print,
         progress: Callable[[int, int, str], None] | None = None,
+        group: Distributed | None = None,
     ):
         self.config = config
         self.run_dir = Path(run_dir)
+        #: the data-parallel ranks this trainer is one of (`Distributed()`: a single process)
+        self.group = group or Distributed()
+        if not self.group.is_main:  # rank 0 alone prints
+            echo, progress = _silent, _silent
         self.echo = echo
         self.progress = progress or (lambda step, total, text: echo(text))
+        #: the ranks' agreed stop request of the last step (data-parallel training)
+        self._stop_agreed = False
         #: the signal (SIGINT, SIGTERM) that asked `run` to stop after the current step
         self.stop_signal: int | None = None
         self._phase = "the training step"  # what runs now, for the out-of-memory message
         self.device = resolve_device(config.train.device)
+        if self.device.type == "cuda" and self.group.enabled:
+            self.device = self.group.device(use_cuda=True)  # cuda:LOCAL_RANK
         if self.device.type == "cpu" and config.model.backend != "reference":
             self.echo(
                 "no CUDA device: the kernels run on their pure-PyTorch reference backend "
@@ -192,6 +216,7 @@ class Trainer:
             self.optimizer = build_optimizer(self.field.parameters(), config.optim)
         else:
             self._restore(state)
+        self.group.check_same("the starting state " + _FINGERPRINT, self.fingerprint())
 
     # ------------------------------------------------------------------------ creation, state
     def voxel_filter(self, block, grid) -> torch.Tensor:
@@ -287,9 +312,22 @@ class Trainer:
         )
 
     def save_checkpoint(self) -> Path:
+        """Write the checkpoint of this step (rank 0 only; the others return its path)."""
+        if not self.group.is_main:
+            return RunDir(self.run_dir).checkpoint(self.step)
         return save_checkpoint(
             self.run_dir, self.step, self.state_dict(), keep=self.config.train.keep_checkpoints
         )
+
+    def fingerprint(self) -> list[float]:
+        """Step, resolutions, voxel, vertex and SH-band counts and each parameter's float64
+        sum: what the ranks of data-parallel training compare (`_FINGERPRINT`)."""
+        field = self.field
+        counts = [self.step, field.center_resolution, field.arm_resolution, field.num_voxels]
+        counts += [field.num_vertices, field.sh_degree]
+        with torch.no_grad():
+            sums = [float(t.detach().double().sum()) for _, t in field.parameters()]
+        return [float(c) for c in counts] + sums
 
     # ------------------------------------------------------------------------ schedules
     def apply_schedules(self, step: int) -> None:
@@ -414,18 +452,58 @@ class Trainer:
             + (f" (arms {arm})" if self.layout.arms else "")
             + f", voxels {before[1]} -> {self.field.num_voxels}"
         )
+        self.group.check_same(
+            f"the grid after the resolution change of step {step} " + _FINGERPRINT,
+            self.fingerprint(),
+        )
 
     # ------------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, torch.Tensor]:
         """One optimizer step at ``self.step`` (schedules already applied); returns its stats."""
-        batch = self.dataset.sample_batch(
-            self.config.optim.batch_size.at(self.step), self.batch_generator
-        )
+        size = self.config.optim.batch_size.at(self.step)
+        batch = self.dataset.sample_batch(size, self.batch_generator)
+        if self.group.enabled:
+            return self._data_parallel_step(batch, size)
         target = batch.images.to(self.device)
         extraction = self._extract_shells()
         image, losses = self._render_losses(extraction, batch, target)
         self._optimizer_step(losses["total"])
         return self._step_stats(losses, image, target, extraction)
+
+    def _data_parallel_step(self, batch, size: int) -> dict[str, torch.Tensor]:
+        """`train_step` on one rank of several: this rank's shard of the global `batch` (of
+        `size` images; possibly none), then the gradients, loss terms, PSNR and stop request
+        summed over the ranks in one ``all_reduce``, then the same Adam step on every rank."""
+        part = self.group.shard(size)
+        count = len(range(size)[part])
+        extraction = self._extract_shells()
+        zero = torch.zeros((), device=self.device)
+        if count:
+            shard = _batch_part(batch, part)
+            target = shard.images.to(self.device)
+            image, losses = self._render_losses(extraction, shard, target, share=count / size)
+            psnr_sum = psnr(image.detach(), target).sum()
+        else:  # more ranks than images: this rank only joins the sums
+            losses, psnr_sum = {name: zero for name in LOSS_TERMS}, zero
+        total = losses["total"]
+        self.optimizer.zero_grad(set_to_none=True)
+        if math.isfinite(float(total.detach())) and total.requires_grad:
+            total.backward()  # a non-finite loss makes the summed total non-finite
+        stop = float(self.stop_signal is not None)
+        extra = torch.stack(
+            [*(losses[name].detach().float() for name in LOSS_TERMS), psnr_sum.float()]
+            + [torch.tensor(stop, device=self.device)]
+        )
+        summed = self.group.sum_gradients([t for _, t in self.field.parameters()], extra).cpu()
+        self._stop_agreed = self._stop_agreed or bool(summed[-1] > 0)
+        if not math.isfinite(float(summed[LOSS_TERMS.index("total")])):
+            raise self._diverged("the loss")
+        self.optimizer.step()
+        stats = {name: summed[i] for i, name in enumerate(LOSS_TERMS)}
+        stats["psnr"] = summed[len(LOSS_TERMS)] / size
+        stats["faces"] = torch.tensor(float(extraction.num_faces))
+        stats["shell_vertices"] = torch.tensor(float(extraction.sdf.shape[0]))
+        return stats
 
     def _extract_shells(self) -> Extraction:
         """The shells scheduled at this step, with gradients to the field."""
@@ -438,10 +516,11 @@ class Trainer:
             raise
 
     def _render_losses(
-        self, extraction: Extraction, batch, target: torch.Tensor
+        self, extraction: Extraction, batch, target: torch.Tensor, share: float = 1.0
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(image ``[B, 3, H, W]``, the losses against `target`) of `batch` rendered from
-        `extraction`."""
+        `extraction`; `batch` is the fraction `share` of the step's images (data-parallel
+        training: this rank's shard), and the terms without images count on rank 0 only."""
         model, weights = self.config.model, self.config.loss
         image, _ = render_extraction(
             extraction,
@@ -453,13 +532,23 @@ class Trainer:
             ssaa=model.train_ssaa,
             near=model.train_near,
         )
-        needs_regularizers = any((weights.eikonal_pos, weights.eikonal_neg, weights.curvature))
+        field_terms = self.group.is_main
+        needs_regularizers = field_terms and any(
+            (weights.eikonal_pos, weights.eikonal_neg, weights.curvature)
+        )
         regularizers = (
             self.field.regularizers(weights.curvature_operator) if needs_regularizers else None
         )
         prediction = image.clamp(0.0, 1.0) if weights.clip_prediction else image
         losses = compute_losses(
-            weights, prediction, target, extraction.sdf, extraction.sh, regularizers
+            weights,
+            prediction,
+            target,
+            extraction.sdf,
+            extraction.sh,
+            regularizers,
+            image_share=share,
+            field_terms=field_terms,
         )
         return image, losses
 
@@ -502,14 +591,17 @@ class Trainer:
             a crash at that point leaves behind; used by tests).
         """
         total = self.config.train.steps
-        trim_metrics(self.run_dir, self.step)
+        if self.group.is_main:
+            trim_metrics(self.run_dir, self.step)
         self._phase = "the training step"
         try:
             with self._stop_requests():
                 if not self._train_steps(total, stop_at):
                     return TrainingResult(self.step, self.run_dir, None)
-            if self.stop_signal is not None:
+            if self._stopping:
                 raise self._interrupted(total)
+            if not self.group.is_main:  # rank 0 alone evaluates and exports
+                return TrainingResult(self.step, self.run_dir, None)
             self._phase = "the final evaluation"
             evaluation = self.final_evaluation()
             if self.config.train.export_mesh:
@@ -526,7 +618,7 @@ class Trainer:
         """
         last_saved = self.step if list_checkpoints(self.run_dir) else None
         self._window = (time.perf_counter(), 0)
-        while self.step < total and self.stop_signal is None:
+        while self.step < total and not self._stopping:
             if stop_at is not None and self.step >= stop_at:
                 return False
             self._phase = "the training step"
@@ -537,11 +629,21 @@ class Trainer:
                 last_saved = self.step
         if last_saved != self.step:
             self.save_checkpoint()
+        self.group.barrier()  # the other ranks wait for rank 0's checkpoint
         return True
+
+    @property
+    def _stopping(self) -> bool:
+        """Whether a stop request ends the loop: this process's signal, or (data-parallel)
+        the request the ranks agreed on in the last step's ``all_reduce``."""
+        return self._stop_agreed if self.group.enabled else self.stop_signal is not None
 
     def _after_step(self, stats: dict[str, torch.Tensor], total: int) -> bool:
         """The step hooks, the progress line, the periodic checkpoint and evaluation of the
-        step just taken; returns whether it wrote a checkpoint."""
+        step just taken; returns whether it wrote a checkpoint (rank 0 only: the other ranks
+        return False at once)."""
+        if not self.group.is_main:
+            return False
         train = self.config.train
         start, steps = self._window[0], self._window[1] + 1
         for hook in self.step_hooks:
@@ -568,13 +670,21 @@ class Trainer:
     def _stop_requests(self) -> Iterator[None]:
         """SIGINT and SIGTERM set `stop_signal` (the loop then stops after the current step)."""
         self.stop_signal = None
+        self._stop_agreed = False
         if threading.current_thread() is not threading.main_thread():
             yield  # signal handlers can only be installed from the main thread
             return
 
+        first = [0.0]  # when the first request came
+
         def request_stop(signum: int, frame) -> None:
             if signum == signal.SIGINT and self.stop_signal == signal.SIGINT:
-                raise KeyboardInterrupt  # the second Ctrl-C: stop now
+                # torchrun passes a terminal's Ctrl-C on to its ranks, which the terminal
+                # already sent them: a rank of several counts one within a second as the same
+                if not self.group.enabled or time.monotonic() - first[0] > 1.0:
+                    raise KeyboardInterrupt  # the second Ctrl-C: stop now
+                return
+            first[0] = time.monotonic()
             self.stop_signal = signum
             with contextlib.suppress(OSError):  # os.write: safe inside a signal handler
                 os.write(
@@ -590,18 +700,24 @@ class Trainer:
             yield
         finally:
             for signum, handler in previous.items():
+                if signum == signal.SIGTERM and self.group.enabled and self._stopping:
+                    # torchrun sends SIGTERM to the ranks still running once one has exited:
+                    # ignore it while this rank says where it stopped and exits
+                    handler = signal.SIG_IGN
                 signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
     def _interrupted(self, total: int) -> TrainingInterrupted:
-        name = signal.Signals(self.stop_signal).name
-        path = list_checkpoints(self.run_dir)[-1]
+        # data-parallel: the signal may have reached another rank only (torchrun: SIGTERM)
+        signum = self.stop_signal if self.stop_signal is not None else signal.SIGTERM
+        name = signal.Signals(signum).name
+        path = RunDir(self.run_dir).checkpoint(self.step)
         left = "only the final evaluation is left" if self.step >= total else "no step is lost"
         return TrainingInterrupted(
             f"{name}: training stopped at step {self.step} of {total}; the checkpoint {path} "
             f"holds it ({left})",
             self.step,
             path,
-            int(self.stop_signal),
+            int(signum),
         )
 
     def _out_of_memory_message(self, error: BaseException) -> str:
@@ -714,6 +830,29 @@ class Trainer:
             f" | faces {format_count(values['faces'])} | res {self.field.center_resolution}"
             f" | {rate:.2f} steps/s | eta {_duration(remaining)}",
         )
+
+
+_FINGERPRINT = (
+    "(step, resolution, arm resolution, voxels, vertices, SH degree, the sum of each parameter)"
+)
+
+
+def _silent(*args) -> None:
+    """Where the output of ranks other than 0 goes."""
+
+
+def _batch_part(batch, part: slice):
+    """The images `part` of a `meshtryoshka_data.Batch` (this rank's shard)."""
+    alpha = None if batch.alpha is None else batch.alpha[part]
+    return replace(
+        batch,
+        images=batch.images[part],
+        alpha=alpha,
+        background=batch.background[part],
+        world_to_camera=batch.world_to_camera[part],
+        intrinsics=batch.intrinsics[part],
+        indices=batch.indices[part],
+    )
 
 
 def _zero_sdf(points: torch.Tensor) -> torch.Tensor:

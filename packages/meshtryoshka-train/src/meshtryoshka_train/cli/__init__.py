@@ -100,8 +100,10 @@ def main(
     config.toml, metrics.jsonl, checkpoints/ and eval/ (test PSNR/SSIM and renders).
 
     Ctrl-C finishes the current step, writes its checkpoint and exits (status 130); a second
-    Ctrl-C stops at once. `--resume` (with --experiment, or --run-dir RUN_DIR) continues from
-    the newest checkpoint, exactly as if never stopped; overrides given with it are kept.
+    Ctrl-C stops at once. `torchrun --nproc-per-node N -m meshtryoshka_train --experiment ...`
+    trains one run on N processes (GPUs), each rendering its share of every batch.
+    `--resume` (with --experiment, or --run-dir RUN_DIR) continues from the newest
+    checkpoint, exactly as if never stopped; overrides given with it are kept.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -111,7 +113,7 @@ def main(
             raise click.UsageError("overrides need an experiment: --experiment NAME key=value")
         click.echo(ctx.get_help())
         return
-    train_one(experiment, overrides, run_dir, resume, overwrite, Console())
+    train_one(experiment, overrides, run_dir, resume, overwrite, Console(), data_parallel=True)
 
 
 for _command in (

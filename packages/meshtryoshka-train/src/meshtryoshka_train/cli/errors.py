@@ -4,8 +4,9 @@
   missing), RunError (not a run directory, no such checkpoint) and, for commands that say
   ``bad_values``, any ValueError (an option's value): the usage line, then ``Error: ...``,
   as for click's own usage errors.
-- status 1: DatasetError (the dataset cannot be read), TrainingDiverged, TrainingOutOfMemory
-  and, while training, torch's out-of-memory error (setting the run up): ``Error: ...``,
+- status 1: DatasetError (the dataset cannot be read), TrainingDiverged, TrainingOutOfMemory,
+  DistributedError (data-parallel training lost a rank or timed out) and, while training,
+  torch's out-of-memory error (setting the run up): ``Error: ...``,
   saying what was kept and what to change.
 - status 128 + signal (130 Ctrl-C, 143 SIGTERM): TrainingInterrupted (the step's checkpoint
   was written): its message and the command that resumes.
@@ -27,6 +28,7 @@ import click
 from meshtryoshka_data import DatasetError
 
 from ..config import ConfigError
+from ..distributed import DistributedError
 from ..run import RunDir, RunError, list_checkpoints
 from ..trainer import OUT_OF_MEMORY, TrainingDiverged, TrainingInterrupted, TrainingOutOfMemory
 
@@ -87,7 +89,7 @@ class ErrorReport:
             raise click.UsageError(str(error)) from None
         if isinstance(error, DatasetError):
             self._failed(f"{error}{self.dataset_hint}")
-        if isinstance(error, (TrainingDiverged, TrainingOutOfMemory)):
+        if isinstance(error, (TrainingDiverged, TrainingOutOfMemory, DistributedError)):
             self._failed(str(error))
         if self.training and isinstance(error, OUT_OF_MEMORY):  # loading images, building grids
             self._failed(
