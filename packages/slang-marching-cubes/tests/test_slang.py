@@ -74,16 +74,20 @@ def test_slang_equals_reference(shape, occupancy, num_levels, seed):
     for name in ("positions", "t", "sdf", "attributes"):
         _assert_close(name, getattr(got, name), getattr(ref, name), 1e-5)
     assert got.faces.dtype == torch.int32 and got.positions.dtype == torch.float32
-    # gradients with random cotangents, per tensor
-    w_sdf, w_attr = torch.randn_like(ref.sdf), torch.randn_like(ref.attributes)
-    g_ref = torch.autograd.grad(
-        (ref.sdf * w_sdf).sum() + (ref.attributes * w_attr).sum(), (sdf, attrs)
+    _assert_same_gradients(got, ref, sdf, attrs)
+
+
+def _assert_same_gradients(got, want, sdf, attrs, atol=1e-5):
+    """Gradients to `sdf` and `attrs` of two extractions, with the same random cotangents."""
+    w_sdf, w_attr = torch.randn_like(want.sdf), torch.randn_like(want.attributes)
+    g_want = torch.autograd.grad(
+        (want.sdf * w_sdf).sum() + (want.attributes * w_attr).sum(), (sdf, attrs)
     )
     g_got = torch.autograd.grad(
         (got.sdf * w_sdf).sum() + (got.attributes * w_attr).sum(), (sdf, attrs)
     )
-    _assert_close("grad sdf", g_got[0], g_ref[0], 1e-5)
-    _assert_close("grad attributes", g_got[1], g_ref[1], 1e-5)
+    _assert_close("grad sdf", g_got[0], g_want[0], atol)
+    _assert_close("grad attributes", g_got[1], g_want[1], atol)
 
 
 def test_explicit_slang_with_float64_raises_and_auto_runs_the_reference():
@@ -183,12 +187,4 @@ def test_attributes_beyond_a_tensor_views_4_gib_are_interpolated_by_torch(monkey
     assert torch.equal(got.faces, want.faces)
     for name in ("sdf", "attributes"):
         _assert_close(name, getattr(got, name), getattr(want, name), 1e-6)
-    w_sdf, w_attr = torch.randn_like(want.sdf), torch.randn_like(want.attributes)
-    g_want = torch.autograd.grad(
-        (want.sdf * w_sdf).sum() + (want.attributes * w_attr).sum(), (sdf, attrs)
-    )
-    g_got = torch.autograd.grad(
-        (got.sdf * w_sdf).sum() + (got.attributes * w_attr).sum(), (sdf, attrs)
-    )
-    _assert_close("grad sdf", g_got[0], g_want[0], 1e-5)
-    _assert_close("grad attributes", g_got[1], g_want[1], 1e-5)
+    _assert_same_gradients(got, want, sdf, attrs)
