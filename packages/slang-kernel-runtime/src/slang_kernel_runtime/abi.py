@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import numbers
+import operator
 import struct
 import threading
 from collections.abc import Mapping, Sequence
@@ -313,8 +314,8 @@ class KernelLauncher:
                     if dims > MAX_DIMS:
                         return None
                     strides = tensor.stride()
-                    if to_bytes(sum(map(_last_offset, shape, strides))) >= _VIEW_SPAN:
-                        return None  # beyond 4 GiB: the slow path names it
+                    if to_bytes(sum(map(operator.mul, shape, strides))) >= _VIEW_SPAN:
+                        return None  # maybe past 4 GiB (a bound): the slow path decides
                     add(tensor.data_ptr())
                     extend(map(to_bytes, strides))
                     extend(_ZEROS[dims])
