@@ -85,6 +85,30 @@ def test_bad_mesh(args, match):
         sr.ShellMesh(*args)
 
 
+def test_check_values_false_skips_only_the_checks_that_read_values(monkeypatch):
+    """check_values=False (the training loop's cameras and marching-cubes meshes: each value
+    check is a GPU -> host sync) skips the value checks; types, shapes and devices stay."""
+    sr.Cameras(E * float("nan"), -K, (8, 8), check_values=False)
+    sr.ShellMesh(P * math.inf, F + 5, torch.tensor([1, 0]), check_values=False)
+    with pytest.raises(ValueError, match="world_to_camera must be float32"):
+        sr.Cameras(E.double(), K, (8, 8), check_values=False)
+    with pytest.raises(ValueError, match="image_size must be >= 1"):
+        sr.Cameras(E, K, (0, 8), check_values=False)
+    with pytest.raises(ValueError, match=r"mesh.faces must be int32 \[M, 3\]"):
+        sr.ShellMesh(P, F.long(), OFFSETS, check_values=False)
+    # cameras derived from checked ones are not checked again
+    checks = []
+    check = sr.Cameras._check_values
+    monkeypatch.setattr(
+        sr.Cameras, "_check_values", staticmethod(lambda e, k: checks.append(1) or check(e, k))
+    )
+    cams = sr.Cameras(E.expand(3, 4, 4).contiguous(), K.expand(3, 3, 3).contiguous(), (8, 8))
+    assert checks == [1]
+    part = cams.scaled(3).slice(1, 3)
+    assert checks == [1] and part.batch_size == 2 and part.image_size == (24, 24)
+    assert torch.equal(part.intrinsics[:, 0, 0], torch.full((2,), 30.0))
+
+
 def test_bad_render_arguments(good):
     cams, mesh, sdf, sh, bg = good
     n = sdf.shape[0]

@@ -50,8 +50,8 @@ class Extraction:
             ``faces[face_offsets[l]:face_offsets[l + 1]]``.
         sdf: ``[N]`` vertex signed distance (differentiable, equals the shell's level).
         sh: ``[N, n_sh, 3]`` vertex SH coefficients (differentiable), or None.
-        face_voxels: per block, int64 indices (into that block's ``grid.voxels``) of the voxels
-            holding at least one face.
+        face_voxels: per block, int64 ``[M_b]`` index (into that block's ``grid.voxels``) of
+            the voxel of each of its faces (repeats included: no sort or host sync per step).
     """
 
     positions: Tensor
@@ -66,7 +66,9 @@ class Extraction:
         return self.faces.shape[0]
 
     def mesh(self) -> ShellMesh:
-        return ShellMesh(self.positions, self.faces, self.face_offsets)
+        # marching-cubes output of a finite field (extract checks it): valid by construction,
+        # so none of the value checks (host syncs) of ShellMesh
+        return ShellMesh(self.positions, self.faces, self.face_offsets, check_values=False)
 
 
 class Field:
@@ -268,7 +270,7 @@ class Field:
         else:
             contracted, faces, face_offsets, sdf, attributes = self._merge(parts, len(levels))
         world = self.contraction.uncontract(contracted)
-        face_voxels = [torch.unique(shells.face_voxels.long()) for _, shells in parts]
+        face_voxels = [shells.face_voxels.long() for _, shells in parts]
         return Extraction(
             positions=world.float().contiguous(),
             faces=faces,

@@ -54,13 +54,18 @@ def render_extraction(
     near: float,
     alpha_max: float | None = None,
     cull_backfaces: bool = True,
+    check_cameras: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Render shells from B cameras; returns (image [B, 3, H, W], alpha [B, 1, H, W]).
 
     background: float32 ``[B, 3]`` (one colour per image). alpha_max: None uses the model's.
     cull_backfaces: False also draws faces seen from inside (the viewer's cut-away sections).
+    check_cameras: False skips the camera checks that read values (host syncs): for a
+    dataset's cameras, checked when it was loaded.
     """
-    cameras = Cameras(world_to_camera.float(), intrinsics.float(), image_size)
+    cameras = Cameras(
+        world_to_camera.float(), intrinsics.float(), image_size, check_values=check_cameras
+    )
     if bool((background == background[:1]).all()):
         colour = background[0].contiguous()
     else:

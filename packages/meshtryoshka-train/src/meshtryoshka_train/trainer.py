@@ -48,6 +48,8 @@ from pathlib import Path
 
 import torch
 
+from slang_rasterizer import Cameras
+
 from .config import Config, ConfigError
 from .contraction import Contraction
 from .distributed import Distributed
@@ -183,6 +185,12 @@ class Trainer:
             )
         self.dataset = load_scene(config, self.device)
         train = self.dataset.splits["train"]
+        # every camera checked once here (values too), so that the steps skip those host syncs
+        Cameras(
+            self.dataset.world_to_camera.float(),
+            self.dataset.intrinsics.float(),
+            (self.dataset.height, self.dataset.width),
+        )
         largest = max(config.optim.batch_size.values.values())
         if largest > len(train):
             raise ConfigError(
@@ -531,6 +539,7 @@ class Trainer:
             model,
             ssaa=model.train_ssaa,
             near=model.train_near,
+            check_cameras=False,
         )
         field_terms = self.group.is_main
         needs_regularizers = field_terms and any(

@@ -472,11 +472,7 @@ def render(
     step = max(1, (_VIEW_BYTES - 1) // per_camera)  # every tensor view stays below 4 GiB
     parts, start, bsz = [], 0, hi.batch_size
     while start < bsz:
-        part = Cameras(
-            hi.world_to_camera[start : start + step],
-            hi.intrinsics[start : start + step],
-            hi.image_size,
-        )
+        part = hi if start == 0 and step >= bsz else hi.slice(start, start + step)
         try:
             parts.append(_render_slice(part, mesh, sdf, sh, sharpness, mode, near, alpha_max,
                                        cull_backfaces))  # fmt: skip

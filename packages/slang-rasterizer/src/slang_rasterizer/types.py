@@ -7,7 +7,7 @@ what was expected. Conventions (DESIGN §3): OpenCV world-to-camera matrices (+x
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -42,6 +42,10 @@ class Cameras:
     world_to_camera: Tensor
     intrinsics: Tensor
     image_size: tuple[int, int]
+    check_values: bool = field(default=True, repr=False, compare=False)
+    """False skips the checks that read tensor values (finite, the intrinsics' form, the last
+    row, invertibility): each is a GPU -> host sync. For cameras valid by construction (a
+    training loop's, already checked once); types, shapes and devices are always checked."""
 
     def __post_init__(self):
         e = _check_tensor(self.world_to_camera, "cameras.world_to_camera")
@@ -59,6 +63,21 @@ class Cameras:
             raise ValueError(
                 f"cameras.intrinsics is on {k.device} but cameras.world_to_camera on {e.device}"
             )
+        if self.check_values:
+            self._check_values(e, k)
+        size = self.image_size
+        if (
+            not isinstance(size, (tuple, list))
+            or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+        ):
+            raise ValueError(f"cameras.image_size must be a pair of ints (H, W), got {size!r}")
+        if size[0] < 1 or size[1] < 1:
+            raise ValueError(f"cameras.image_size must be >= 1 in both (H, W), got {tuple(size)}")
+        object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
+
+    @staticmethod
+    def _check_values(e: Tensor, k: Tensor) -> None:
         if not bool(torch.isfinite(e).all()):
             raise ValueError("cameras.world_to_camera must be finite, got NaN or inf entries")
         if not bool(torch.isfinite(k).all()):
@@ -76,16 +95,6 @@ class Cameras:
             raise ValueError("cameras.world_to_camera must have last row [0, 0, 0, 1]")
         if bool((torch.linalg.det(e[:, :3, :3].double()).abs() < 1e-12).any()):
             raise ValueError("cameras.world_to_camera must have an invertible 3x3 block")
-        size = self.image_size
-        if (
-            not isinstance(size, (tuple, list))
-            or len(size) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in size)
-        ):
-            raise ValueError(f"cameras.image_size must be a pair of ints (H, W), got {size!r}")
-        if size[0] < 1 or size[1] < 1:
-            raise ValueError(f"cameras.image_size must be >= 1 in both (H, W), got {tuple(size)}")
-        object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
 
     @property
     def batch_size(self) -> int:
@@ -113,7 +122,16 @@ class Cameras:
         k = self.intrinsics.clone()
         k[:, :2] *= factor
         h, w = self.image_size
-        return Cameras(self.world_to_camera, k, (h * factor, w * factor))
+        return Cameras(self.world_to_camera, k, (h * factor, w * factor), check_values=False)
+
+    def slice(self, start: int, stop: int) -> Cameras:
+        """Cameras ``start:stop`` of the batch (no new value checks)."""
+        return Cameras(
+            self.world_to_camera[start:stop],
+            self.intrinsics[start:stop],
+            self.image_size,
+            check_values=False,
+        )
 
 
 @dataclass(frozen=True)
@@ -133,6 +151,10 @@ class ShellMesh:
     positions: Tensor
     faces: Tensor
     face_offsets: Tensor
+    check_values: bool = field(default=True, repr=False, compare=False)
+    """False skips the checks that read tensor values (finite positions, face indices in
+    range, the offsets' order): each is a GPU -> host sync. For meshes valid by construction
+    (marching cubes output); types, shapes and devices are always checked."""
 
     def __post_init__(self):
         p = _check_tensor(self.positions, "mesh.positions")
@@ -149,6 +171,11 @@ class ShellMesh:
                 f"mesh tensors must share one device, got positions on {p.device}, "
                 f"faces on {f.device}, face_offsets on {o.device}"
             )
+        if self.check_values:
+            self._check_values(p, f, o)
+
+    @staticmethod
+    def _check_values(p: Tensor, f: Tensor, o: Tensor) -> None:
         if not bool(torch.isfinite(p).all()):
             raise ValueError("mesh.positions must be finite, got NaN or inf entries")
         if f.numel() > 0:
