@@ -23,6 +23,7 @@ Importing the runtime imports neither torch nor slangtorch.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .abi import TENSOR_VIEW_BYTES
 from .module import SlangModule, slang_available
 from .package import BACKENDS, HOOK, Backend, KernelPackage
 
@@ -38,5 +39,6 @@ __all__ = [
     "HOOK",
     "KernelPackage",
     "SlangModule",
+    "TENSOR_VIEW_BYTES",
     "slang_available",
 ]

@@ -21,6 +21,7 @@ from .parsing import Param
 
 __all__ = [
     "MAX_DIMS",
+    "TENSOR_VIEW_BYTES",
     "TensorView",
     "DiffTensorView",
     "tensor_view",
@@ -78,8 +79,9 @@ def _check_tensor(kernel: str, label: str, value: Any, dtype: str, require_cuda:
         )
 
 
-_VIEW_SPAN = 2**32
-"""A tensor view's element offsets ``sum(index * stride)`` are computed in uint32 bytes."""
+TENSOR_VIEW_BYTES = 2**32
+"""A Slang tensor view computes its element offsets ``sum(index * stride)`` in uint32 bytes: no
+element of a tensor passed to a kernel may lie this many bytes or more from its start."""
 
 
 def tensor_view(value: Any, label: str = "tensor") -> TensorView:
@@ -96,7 +98,7 @@ def tensor_view(value: Any, label: str = "tensor") -> TensorView:
         view.sizes[i] = size
         view.strides[i] = stride * item
     span = item * sum(map(_last_offset, value.shape, value.stride()))
-    if span >= _VIEW_SPAN:
+    if span >= TENSOR_VIEW_BYTES:
         raise ValueError(
             f"argument {label}: {list(value.shape)} reaches byte offset {span}; Slang's tensor "
             "views address at most 4 GiB (uint32 byte offsets): pass it in smaller parts"
@@ -314,7 +316,7 @@ class KernelLauncher:
                     if dims > MAX_DIMS:
                         return None
                     strides = tensor.stride()
-                    if to_bytes(sum(map(operator.mul, shape, strides))) >= _VIEW_SPAN:
+                    if to_bytes(sum(map(operator.mul, shape, strides))) >= TENSOR_VIEW_BYTES:
                         return None  # maybe past 4 GiB (a bound): the slow path decides
                     add(tensor.data_ptr())
                     extend(map(to_bytes, strides))

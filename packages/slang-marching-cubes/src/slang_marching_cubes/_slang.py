@@ -28,6 +28,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from slang_kernel_runtime import TENSOR_VIEW_BYTES
+
 from . import _table, compilation, reference
 from .reference import _empty_shells
 from .shells import Shells
@@ -39,7 +41,7 @@ _MODULE = compilation.KERNELS.slang_module()  # the package's one SlangModule (a
 _BLOCK = 256
 _TABLES: dict[torch.device, tuple[Tensor, Tensor]] = {}
 _INT32_MAX = 2**31 - 1
-_VIEW_BYTES = 2**32  # a Slang TensorView addresses bytes with uint32 offsets
+_VIEW_BYTES = TENSOR_VIEW_BYTES  # what one tensor view addresses (tests shrink it)
 
 
 def _tables(device: torch.device) -> tuple[Tensor, Tensor]:

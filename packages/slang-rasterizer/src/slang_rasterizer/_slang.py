@@ -25,6 +25,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from slang_kernel_runtime import TENSOR_VIEW_BYTES
+
 from . import compilation, reference
 from .types import Cameras, Fragments, ShellMesh
 
@@ -34,7 +36,7 @@ TILE = 16  # must match raster_common.slang
 _MAX_SHELLS = 16  # MAX_SHELLS of raster_common.slang
 _THREADS = 256
 _INT31 = 2**31
-_VIEW_BYTES = 2**32  # a Slang TensorView addresses bytes with uint32 offsets
+_VIEW_BYTES = TENSOR_VIEW_BYTES  # what one tensor view addresses (tests shrink it)
 
 
 class TooManyOverlaps(ValueError):
