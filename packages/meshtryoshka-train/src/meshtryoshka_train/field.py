@@ -250,13 +250,14 @@ class Field:
         the edge's ends and the shell), so the meshes are watertight across block interfaces.
         """
         sh = self.sh.flatten(1) if with_sh else None
+        sdf = self.signed_distance()
         n_sh = self.sh_dc.shape[1] + sum(t.shape[1] for t in self.sh_bands)
         parts = []
         for b, (block, grid) in enumerate(zip(self.layout.blocks, self.grids, strict=True)):
             attributes = None if sh is None else self.block_values(sh, b)
             shells = extract_shells(
                 grid,
-                self.block_values(self.signed_distance(), b),
+                self.block_values(sdf, b),
                 attributes,
                 levels,
                 backend=backend,
@@ -338,12 +339,13 @@ class Field:
         """
         total = {"eikonal_pos": 0.0, "eikonal_neg": 0.0, "curvature": 0.0}
         voxels = max(self.num_voxels, 1)
+        sdf = self.signed_distance()
         for b, grid in enumerate(self.grids):
             if grid.num_voxels == 0:
                 continue
             terms = sdf_regularizers(
                 grid,
-                self.block_values(self.signed_distance(), b),
+                self.block_values(sdf, b),
                 curvature=curvature,
                 check_finite=False,
             )

@@ -224,7 +224,7 @@ class Trainer:
             self.optimizer = build_optimizer(self.field.parameters(), config.optim)
         else:
             self._restore(state)
-        self.group.check_same("the starting state " + _FINGERPRINT, self.fingerprint())
+        self._check_ranks_agree("the starting state")
 
     # ------------------------------------------------------------------------ creation, state
     def voxel_filter(self, block, grid) -> torch.Tensor:
@@ -326,6 +326,12 @@ class Trainer:
         return save_checkpoint(
             self.run_dir, self.step, self.state_dict(), keep=self.config.train.keep_checkpoints
         )
+
+    def _check_ranks_agree(self, what: str) -> None:
+        """Data-parallel training: every rank holds the same state (`fingerprint`), or all
+        raise. Nothing is computed for a single process (the fingerprint syncs per parameter)."""
+        if self.group.enabled:
+            self.group.check_same(f"{what} {_FINGERPRINT}", self.fingerprint())
 
     def fingerprint(self) -> list[float]:
         """Step, resolutions, voxel, vertex and SH-band counts and each parameter's float64
@@ -460,10 +466,7 @@ class Trainer:
             + (f" (arms {arm})" if self.layout.arms else "")
             + f", voxels {before[1]} -> {self.field.num_voxels}"
         )
-        self.group.check_same(
-            f"the grid after the resolution change of step {step} " + _FINGERPRINT,
-            self.fingerprint(),
-        )
+        self._check_ranks_agree(f"the grid after the resolution change of step {step}")
 
     # ------------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, torch.Tensor]:
