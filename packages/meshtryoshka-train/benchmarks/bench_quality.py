@@ -42,6 +42,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meshtryoshka_train.run import read_metrics
+
 OBJECT_SCENES = ("texture", "glossy", "thin", "hollow", "multi")
 UNBOUNDED_SCENES = ("garden",)
 
@@ -190,14 +192,7 @@ def make_runs(args) -> list[Run]:
 def read_result(run: Run) -> dict:
     """The figures of a finished (or stopped) run, from its metrics.jsonl."""
     out = {"scene": run.scene, "variant": run.variant, "seed": run.seed, "steps": run.steps}
-    path = run.run_dir / "metrics.jsonl"
-    entries = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    entries = read_metrics(run.run_dir)
     train = [e for e in entries if e.get("event") == "train"]
     evals = [e for e in entries if e.get("event") in ("eval", "test")]
     test = [e for e in entries if e.get("event") == "test"]

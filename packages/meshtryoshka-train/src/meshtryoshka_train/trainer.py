@@ -203,7 +203,6 @@ class Trainer:
         self.step = 0
         self.batch_generator = torch.Generator().manual_seed(config.train.seed + 1)
         self.elapsed = 0.0
-        self._window = (time.perf_counter(), 0)  # for steps/s: (start, steps since)
         #: called after every step as ``hook(trainer, stats)``; a hook may return seconds it
         #: spent waiting (e.g. a paused viewer), which the steps/s rate leaves out
         self.step_hooks: list[Callable[[Trainer, dict], float | None]] = []

@@ -404,8 +404,8 @@ class _Client:
 class Viewer:
     """The web viewer of a trainer (live) or of a restored run.
 
-    `source` is anything with ``config``, ``field``, ``step``, ``dataset`` and ``run_dir``: a
-    `Trainer` (live) or a `Snapshot` (`open_run`, a finished run). While training, add `poll`
+    `source` is a `Trainer` (live; `Trainer.snapshot` gives its state) or a `Snapshot`
+    (`open_run`, a finished run). While training, add `poll`
     to ``trainer.step_hooks``; for a finished run, call `serve`. Files written:
     ``run_dir/viewer/*.png`` (screenshots), ``*.ply`` (meshes).
     """
@@ -720,9 +720,7 @@ class Viewer:
             path = _unique(folder / f"mesh_{stem}.ply")
             write_ply(path, boxes.positions, boxes.faces)
             return [path]
-        snapshot = Snapshot(
-            source.config, source.step, source.field, source.dataset, run_dir=source.run_dir
-        )
+        snapshot = source if isinstance(source, Snapshot) else source.snapshot()
         if view.mode == "surface":
             chosen = [(0.0, "")]
         elif view.mode == "layered":

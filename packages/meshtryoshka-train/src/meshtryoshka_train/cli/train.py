@@ -478,7 +478,7 @@ def _shard_args(shard: str | None) -> list[str]:
 def _wants_cuda(experiment: str, overrides: tuple[str, ...]) -> bool:
     """Whether the experiment (with `overrides`) trains on CUDA here."""
     config = load_config(experiment, list(overrides))
-    return config.train.device != "cpu" and resolve_device(config.train.device).type == "cuda"
+    return resolve_device(config.train.device).type == "cuda"
 
 
 def _use_local_gpu(local_rank: int) -> None:
