@@ -104,7 +104,7 @@ class Distributed:
         One flattened ``all_reduce`` (float32). A rank without a gradient for a tensor
         contributes zeros; a tensor that has no gradient on any rank keeps ``.grad = None``
         (Adam then skips it, as it does in one process). Returns the summed `extra` (same
-        shape). A no-op for one process.
+        shape, on the CPU: one copy to the host). A no-op for one process (returns `extra`).
         """
         if not self.enabled:
             return extra
@@ -122,8 +122,9 @@ class Distributed:
         for t, g in zip(tensors, grads, strict=True):
             t.grad.copy_(flat[start : start + g.numel()].view_as(t.grad))
             start += g.numel()
-        summed = flat[start : start + extra.numel()].view_as(extra).to(extra.dtype)
-        for t, count in zip(tensors, flat[start + extra.numel() :].tolist(), strict=True):
+        tail = flat[start:].cpu()  # the one host copy: the summed extra and the flags
+        summed = tail[: extra.numel()].view(extra.shape).to(extra.dtype)
+        for t, count in zip(tensors, tail[extra.numel() :].tolist(), strict=True):
             if count == 0:
                 t.grad = None
         return summed

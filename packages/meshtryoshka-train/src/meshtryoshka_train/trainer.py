@@ -497,14 +497,14 @@ class Trainer:
             losses, psnr_sum = {name: zero for name in LOSS_TERMS}, zero
         total = losses["total"]
         self.optimizer.zero_grad(set_to_none=True)
-        if math.isfinite(float(total.detach())) and total.requires_grad:
-            total.backward()  # a non-finite loss makes the summed total non-finite
+        if total.requires_grad:
+            total.backward()  # a non-finite loss makes the summed total non-finite: raised below
         stop = float(self.stop_signal is not None)
         extra = torch.stack(
             [*(losses[name].detach().float() for name in LOSS_TERMS), psnr_sum.float()]
             + [torch.tensor(stop, device=self.device)]
         )
-        summed = self.group.sum_gradients([t for _, t in self.field.parameters()], extra).cpu()
+        summed = self.group.sum_gradients([t for _, t in self.field.parameters()], extra)
         self._stop_agreed = self._stop_agreed or bool(summed[-1] > 0)
         if not math.isfinite(float(summed[LOSS_TERMS.index("total")])):
             raise self._diverged("the loss")
