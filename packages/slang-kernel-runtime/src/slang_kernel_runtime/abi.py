@@ -249,7 +249,7 @@ class KernelLauncher:
             parts.append(codes[p.kind])
             position += size
             dtype = getattr(torch, p.dtype) if p.dtype else None
-            item = torch.empty((), dtype=dtype).element_size() if dtype is not None else 0
+            item = dtype.itemsize if dtype is not None else 0
             steps.append((p.name, p.kind, dtype, item.__mul__))  # stride -> bytes
         self.format = struct.Struct("".join(parts))
         assert self.format.size == position, (self.format.format, position)

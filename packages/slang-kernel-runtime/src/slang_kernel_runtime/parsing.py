@@ -67,15 +67,6 @@ class Param:
     kind: str
     dtype: str | None = None
 
-    def describe(self) -> str:
-        if self.kind == "tensor":
-            return f"a CUDA {self.dtype} tensor"
-        if self.kind == "diff":
-            return f"a (primal, grad) tuple of CUDA {self.dtype} tensors"
-        return {"int": "an int", "uint": "a non-negative int", "float": "a float"}.get(
-            self.kind, "a bool"
-        )
-
 
 def _strip_comments(text: str) -> str:
     text = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.S)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from slang_kernel_runtime.cache import write_atomic
 
 __all__ = ["Shells", "write_ply", "read_ply"]
 
@@ -116,17 +116,8 @@ def write_ply(
     face_rec = np.zeros(len(tri), dtype=[("n", "u1"), ("v", "<i4", (3,))])
     face_rec["n"] = 3
     face_rec["v"] = tri
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.encode("ascii"))
-            f.write(vertex.tobytes())
-            f.write(face_rec.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    data = b"".join((header.encode("ascii"), vertex.tobytes(), face_rec.tobytes()))
+    write_atomic(Path(path), data)  # never a half-written file
 
 
 _PLY_TYPES = {"float": "<f4", "uchar": "u1"}
