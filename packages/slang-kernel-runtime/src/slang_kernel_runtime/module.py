@@ -51,7 +51,14 @@ from typing import Any
 from .abi import KernelLauncher, check_arguments, check_launch_dims, quick_launch_dims
 from .cache import build_cached, disk_usage, file_lock, write_atomic
 from .driver import Driver
-from .nvrtc import NVRTC_OPTIONS, Nvrtc, cuda_include_dirs, find_nvrtc, nvrtc_version_text
+from .nvrtc import (
+    NVRTC_OPTIONS,
+    Nvrtc,
+    cuda_include_dirs,
+    env_prefix,
+    find_nvrtc,
+    nvrtc_version_text,
+)
 from .parsing import Param, kernel_table, table_from_json, table_to_json
 from .slangc import find_slangc, slangc_version, slangtorch_version
 from .slangtorch_loader import add_autopybind, slangtorch_load
@@ -118,7 +125,7 @@ class SlangModule:
 
     @property
     def env_prefix(self) -> str:
-        return re.sub(r"\W", "_", self.package).upper()
+        return env_prefix(self.package)
 
     @property
     def cache_dir(self) -> Path:

@@ -20,6 +20,7 @@ import ctypes
 import glob
 import importlib.util
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,9 +49,15 @@ def _nvrtc_libs_in(folder: Path) -> list[Path]:
     return sorted(Path(n) for n in names if "builtins" not in n and ".alt." not in n)
 
 
+def env_prefix(package: str) -> str:
+    """The prefix of a package's environment variables (``<PREFIX>_NVRTC_PATH``, ``_CACHE_DIR``,
+    ``_LOADER``): its import name upper-cased, every non-word character an underscore."""
+    return re.sub(r"\W", "_", package).upper()
+
+
 def find_nvrtc(package: str = "") -> Path | None:
     """Path of a libnvrtc.so, or None. See the module docstring for the search order."""
-    override = os.environ.get(f"{package.upper()}_NVRTC_PATH") if package else None
+    override = os.environ.get(f"{env_prefix(package)}_NVRTC_PATH") if package else None
     if override:
         return Path(override) if Path(override).is_file() else None
     cuda_major = None

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
-from .nvrtc import find_nvrtc
+from .nvrtc import env_prefix, find_nvrtc
 from .package import HOOK, KernelPackage
 from .slangc import find_slangc
 
@@ -109,8 +109,7 @@ def check_hook(compilation: ModuleType, package: str, entry: str, cache: Path) -
 
 
 def _run(package: str, cache: Path, *args: str) -> subprocess.CompletedProcess:
-    prefix = re.sub(r"\W", "_", package).upper()
-    env = {**os.environ, f"{prefix}_CACHE_DIR": str(cache)}
+    env = {**os.environ, f"{env_prefix(package)}_CACHE_DIR": str(cache)}
     command = [sys.executable, "-m", package, *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
