@@ -11,7 +11,7 @@ from ._geometry import quaternion_to_rotation
 from ._scene import Frame, SceneSpec, resolve_root
 from .colmap import ColmapCamera, read_colmap_model
 from .dataset import Dataset, build_dataset
-from .distortion import UNDISTORTED_MODELS, Undistorter, colmap_camera_model
+from .distortion import SUPPORTED_MODELS, Undistorter, colmap_camera_model
 from .errors import DatasetError
 
 __all__ = ["DEFAULT_COLMAP_ROOT", "MIPNERF360_DOWNSCALE", "load_colmap", "parse_colmap"]
@@ -22,8 +22,6 @@ MIPNERF360_DOWNSCALE = {
     **dict.fromkeys(("bicycle", "flowers", "garden", "stump", "treehill"), 4),
     **dict.fromkeys(("bonsai", "counter", "kitchen", "room"), 2),
 }
-#: every camera model the loader takes; the distorted ones are undistorted on load
-SUPPORTED_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", *UNDISTORTED_MODELS)
 # An image must be a uniform scaling of its camera's size, up to the rounding of a resize:
 # its height may differ from camera height * (image width / camera width) by this many pixels.
 _SIZE_TOLERANCE_PX = 1.0

@@ -29,6 +29,9 @@ from typing import Literal
 
 import numpy as np
 
+from ._geometry import pixel_rays
+from .colmap import CAMERA_MODELS
+
 __all__ = [
     "UNDISTORTED_MODELS",
     "LensDistortion",
@@ -38,6 +41,8 @@ __all__ = [
 
 #: COLMAP camera models the loaders undistort on load (the pinhole ones need nothing).
 UNDISTORTED_MODELS = ("SIMPLE_RADIAL", "RADIAL", "OPENCV", "OPENCV_FISHEYE")
+#: every COLMAP camera model the loaders take; the distorted ones are undistorted on load
+SUPPORTED_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", *UNDISTORTED_MODELS)
 
 _NEWTON_STEPS = 40
 #: an inverse whose distortion lands further than this from its target (normalized units,
@@ -195,19 +200,12 @@ def colmap_camera_model(model: str, params) -> tuple[np.ndarray, LensDistortion 
     Raises:
         ValueError: another model, or the wrong number of parameters.
     """
-    counts = {
-        "SIMPLE_PINHOLE": 3,
-        "PINHOLE": 4,
-        "SIMPLE_RADIAL": 4,
-        "RADIAL": 5,
-        "OPENCV": 8,
-        "OPENCV_FISHEYE": 8,
-    }
-    if model not in counts:
-        raise ValueError(f"model must be one of {', '.join(counts)}, got {model!r}")
+    if model not in SUPPORTED_MODELS:
+        raise ValueError(f"model must be one of {', '.join(SUPPORTED_MODELS)}, got {model!r}")
     params = [float(p) for p in params]
-    if len(params) != counts[model]:
-        raise ValueError(f"{model} takes {counts[model]} parameters, got {len(params)}")
+    count = CAMERA_MODELS[model][1]
+    if len(params) != count:
+        raise ValueError(f"{model} takes {count} parameters, got {len(params)}")
     if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"):
         fx = fy = params[0]
         cx, cy, extra = params[1], params[2], params[3:]
@@ -311,9 +309,7 @@ class Undistorter:
         """Per output pixel: the four source taps (flat indices) and their bilinear weights."""
         if self._map is None:
             width, height = self.size
-            u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-            k = self.intrinsics
-            ideal = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1]], axis=-1)
+            ideal = pixel_rays(self.intrinsics, width, height)[..., :2]
             distorted = self.distortion.distort(ideal)
             src = self.source_intrinsics
             # continuous source pixel -> array index space (pixel centres on integers)

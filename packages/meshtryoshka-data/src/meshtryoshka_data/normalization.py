@@ -9,6 +9,8 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from ._geometry import rigid_inverse
+
 __all__ = ["Similarity", "camera_pose_errors", "fit_normalization", "fit_similarity"]
 
 # points in and out of a transform: a numpy array or a torch tensor, returned as the same type
@@ -229,7 +231,7 @@ def camera_pose_errors(
         )
 
     def centers(w2c):
-        return -np.einsum("nji,nj->ni", w2c[:, :3, :3], w2c[:, :3, 3])
+        return rigid_inverse(w2c)[:, :3, 3]
 
     # R_i = R_ref_i @ rotation.T for every camera: the rotation closest to sum(R_i^T R_ref_i).
     u, _, vt = np.linalg.svd(np.einsum("nji,njk->ik", cameras[:, :3, :3], truth[:, :3, :3]))

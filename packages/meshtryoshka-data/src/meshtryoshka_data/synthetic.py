@@ -474,21 +474,18 @@ def write_nerfstudio_scene(
             **coefficients,
         }
 
+    lens = None  # the same lens in every frame
+    if camera_model == "OPENCV":
+        c = coefficients
+        lens = LensDistortion("radial_tangential", (c["k1"], c["k2"]), (c["p1"], c["p2"]))
+    elif camera_model == "OPENCV_FISHEYE":
+        lens = LensDistortion("fisheye", tuple(coefficients[f"k{n}"] for n in range(1, 5)))
     frames, intrinsics, images = [], [], []
-    lens = None
     for i, w2c in enumerate(w2cs):
         values = camera(i)
         k = np.array(
             [[values["fl_x"], 0, values["cx"]], [0, values["fl_y"], values["cy"]], [0, 0, 1.0]]
         )
-        if camera_model == "OPENCV":
-            lens = LensDistortion(
-                "radial_tangential",
-                (values["k1"], values["k2"]),
-                (values["p1"], values["p2"]),
-            )
-        elif camera_model == "OPENCV_FISHEYE":
-            lens = LensDistortion("fisheye", tuple(values[f"k{n}"] for n in range(1, 5)))
         rgba = render_sphere(w2c, k, width, height, center, radius, "sky", lens)
         name = f"images/frame_{i:03d}.png"
         image = Image.fromarray(rgba[..., :3], "RGB")
