@@ -35,6 +35,21 @@ class Frame:
     crop: bool = True
     undistorter: Undistorter | None = None
 
+    def undistort(self, distortion, cache: dict, key, error_path: Path, where: str) -> bool:
+        """Resample this frame through the undistorter of lens `distortion` at its intrinsics
+        and size, made once per `key` in `cache` (frames of one camera share it), and take its
+        pinhole intrinsics. Returns whether it was made now. A lens that cannot be undistorted
+        raises DatasetError at `error_path`, its message prefixed with `where`."""
+        made = key not in cache
+        if made:
+            try:
+                cache[key] = Undistorter(distortion, self.intrinsics, self.size)
+            except ValueError as error:
+                raise DatasetError(error_path, f"{where}: {error}") from None
+        self.undistorter = cache[key]
+        self.intrinsics = self.undistorter.intrinsics
+        return made
+
 
 @dataclass
 class SceneSpec:

@@ -148,19 +148,10 @@ def parse_colmap(
             continue
         distortion = lenses[camera.camera_id]
         if distortion is not None and not distortion.is_identity:
+            where = f"camera {camera.camera_id} ({camera.model})"
             key = (camera.camera_id, frame.size)
-            if key not in undistorters:
-                try:
-                    undistorters[key] = Undistorter(distortion, frame.intrinsics, frame.size)
-                except ValueError as error:
-                    raise DatasetError(
-                        cameras_file, f"camera {camera.camera_id} ({camera.model}): {error}"
-                    ) from None
-                spec.notes.append(
-                    f"camera {camera.camera_id} ({camera.model}) {undistorters[key].summary()}"
-                )
-            frame.undistorter = undistorters[key]
-            frame.intrinsics = frame.undistorter.intrinsics
+            if frame.undistort(distortion, undistorters, key, cameras_file, where):
+                spec.notes.append(f"{where} {frame.undistorter.summary()}")
         spec.frames.append(frame)
     spec.val_is_test = True
     spec.check_one_size()

@@ -31,7 +31,7 @@ from .blender import (
     read_json_object,
 )
 from .dataset import Dataset, build_dataset
-from .distortion import LensDistortion, Undistorter
+from .distortion import LensDistortion
 from .errors import DatasetError
 from .ply import read_ply_points
 
@@ -123,7 +123,7 @@ def parse_nerfstudio(root: Path, *, downscale: int = 1, llffhold: int = 8) -> Sc
         if frame is not None:
             parsed.append(frame)
     parsed.sort(key=lambda item: item[0].name)
-    models, undistorters = set(), {}
+    models, undistorters, users = set(), {}, {}
     unlisted = 0
     for index, (frame, model, distortion) in enumerate(parsed):
         if named is None:
@@ -136,18 +136,13 @@ def parse_nerfstudio(root: Path, *, downscale: int = 1, llffhold: int = 8) -> Sc
         models.add(model)
         if distortion is not None:
             key = (distortion, tuple(frame.intrinsics.ravel()), frame.size)
-            if key not in undistorters:
-                try:
-                    undistorters[key] = (Undistorter(distortion, frame.intrinsics, frame.size), [])
-                except ValueError as error:
-                    raise DatasetError(json_path, f"frame {frame.name!r}: {error}") from None
-            frame.undistorter = undistorters[key][0]
-            frame.intrinsics = frame.undistorter.intrinsics
-            undistorters[key][1].append(model)
+            frame.undistort(distortion, undistorters, key, json_path, f"frame {frame.name!r}")
+            users.setdefault(key, []).append(model)
         spec.frames.append(frame)
-    for undistorter, users in undistorters.values():
-        frames_text = "1 frame" if len(users) == 1 else f"{len(users)} frames"
-        spec.notes.append(f"{frames_text} ({users[0]}) {undistorter.summary()}")
+    for key, undistorter in undistorters.items():
+        count = len(users[key])
+        frames_text = "1 frame" if count == 1 else f"{count} frames"
+        spec.notes.append(f"{frames_text} ({users[key][0]}) {undistorter.summary()}")
     if unlisted:
         spec.notes.append(
             f"{unlisted} frame(s) are in none of {', '.join(_SPLIT_KEYS.values())}: left out"
