@@ -22,11 +22,20 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-__all__ = ["Distributed", "DistributedError", "shard_slice"]
+__all__ = ["Distributed", "DistributedError", "shard_slice", "torchrun_ranks"]
 
 
 class DistributedError(RuntimeError):
     """A collective failed: another rank died or stopped, or it waited past the timeout."""
+
+
+def torchrun_ranks() -> tuple[int, int, int] | None:
+    """``(rank, world size, local rank)`` from torchrun's environment (``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``), or None when torchrun did not start this process."""
+    if "RANK" not in os.environ:
+        return None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def shard_slice(count: int, rank: int, world_size: int) -> slice:
@@ -64,11 +73,11 @@ class Distributed:
         join a process group of one too, so the collectives run (e.g. NCCL on one GPU, for
         the benchmark's baseline); without it one rank trains as a plain single process.
         """
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        always = os.environ.get("MESHTRYOSHKA_PROCESS_GROUP") == "always" and "RANK" in os.environ
-        if world <= 1 and not always:
+        launched = torchrun_ranks()
+        always = os.environ.get("MESHTRYOSHKA_PROCESS_GROUP") == "always"
+        if launched is None or (launched[1] <= 1 and not always):
             return cls()
-        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        rank, world, local = launched
         backend = "nccl" if use_cuda else "gloo"
         if use_cuda:
             if local >= torch.cuda.device_count():

@@ -25,7 +25,7 @@ from ..config import (
     load_config,
     load_saved_config,
 )
-from ..distributed import Distributed
+from ..distributed import Distributed, torchrun_ranks
 from ..run import RunDir, default_run_dir, prepare_run_dir, resolve_device, run_dir_lock
 from ..trainer import Trainer, TrainingResult
 from .errors import EXIT_FAILED, ErrorReport
@@ -313,14 +313,6 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return index, count
 
 
-def torchrun_worker() -> tuple[int, int, int] | None:
-    """(rank, world size, local rank) when ``torchrun`` started this process among several."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return None
-    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
 def visible_gpus() -> list[str]:
     """The GPUs `train-all` may put one scene each on: ``CUDA_VISIBLE_DEVICES``'s entries, or
     ``0 .. device_count - 1``."""
@@ -448,7 +440,8 @@ def train_all_command(
     if summarize:
         sys.exit(0 if gather_summary(experiment, plan, console, gather) else 1)
     mine = plan if part is None else plan[part[0] :: part[1]]
-    worker = torchrun_worker()
+    worker = torchrun_ranks()
+    worker = worker if worker is not None and worker[1] > 1 else None  # one of several ranks
     if worker is not None:  # torchrun: this process is one worker among several
         rank, world, local = worker
         mine = mine[rank::world]
