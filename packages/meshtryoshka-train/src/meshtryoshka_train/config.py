@@ -475,6 +475,7 @@ def check_values(config: Config) -> None:
         "dataset.llffhold": [config.dataset.llffhold],
         "dataset.scale_factor": [config.dataset.scale_factor],
         "train.steps": [config.train.steps],
+        "train.distributed_timeout": [config.train.distributed_timeout],
     }
     for key, values in positive.items():
         if any(v <= 0 for v in values):

@@ -146,11 +146,8 @@ def join_ranks(config: Config) -> Distributed:
     """The ranks ``torchrun`` started (a single process without torchrun, or with one rank
     unless ``MESHTRYOSHKA_PROCESS_GROUP=always``): NCCL when ``train.device`` resolves to
     CUDA, else gloo; collectives wait ``train.distributed_timeout`` seconds at most."""
-    timeout = config.train.distributed_timeout
-    if not timeout > 0:
-        raise ConfigError(f"train.distributed_timeout must be > 0 seconds, got {timeout}")
     use_cuda = resolve_device(config.train.device).type == "cuda"
-    group = Distributed.from_environment(use_cuda, timeout)
+    group = Distributed.from_environment(use_cuda, config.train.distributed_timeout)
     if group.enabled and config.viewer.enabled:
         group.close()
         raise ConfigError(
