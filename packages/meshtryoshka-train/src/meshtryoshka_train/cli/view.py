@@ -29,9 +29,8 @@ def view_command(run_dir: Path, port: int | None, host: str | None, device: str 
     """
     overrides = [f"viewer.port={port}"] if port is not None else []
     overrides += [f'viewer.host="{host}"'] if host is not None else []
-    overrides += [f"train.device={device}"] if device is not None else []
-    with ErrorReport():
-        run = open_run(run_dir, device=None, overrides=overrides, warn=warn)
+    with ErrorReport():  # device None: the run's train.device
+        run = open_run(run_dir, device=device, overrides=overrides, warn=warn)
         require_viser()
         viewer = Viewer(run, training=False, echo=click.echo)
     click.echo(f"viewer of {run_dir} at step {run.step}: {viewer.url} (Ctrl-C to quit)")
