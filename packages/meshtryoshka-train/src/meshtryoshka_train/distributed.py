@@ -100,8 +100,9 @@ class Distributed:
         """Rank 0: the process that writes files and prints."""
         return self.rank == 0
 
-    def device(self, use_cuda: bool) -> torch.device:
-        return torch.device(f"cuda:{self.local_rank}" if use_cuda else "cpu")
+    def cuda_device(self) -> torch.device:
+        """This rank's GPU, ``cuda:LOCAL_RANK``."""
+        return torch.device(f"cuda:{self.local_rank}")
 
     def shard(self, count: int) -> slice:
         """This rank's part of `count` batch items (`shard_slice`)."""

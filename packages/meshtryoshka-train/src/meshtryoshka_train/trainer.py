@@ -177,7 +177,7 @@ class Trainer:
         self._phase = "the training step"  # what runs now, for the out-of-memory message
         self.device = resolve_device(config.train.device)
         if self.device.type == "cuda" and self.group.enabled:
-            self.device = self.group.device(use_cuda=True)  # cuda:LOCAL_RANK
+            self.device = self.group.cuda_device()  # cuda:LOCAL_RANK
         if self.device.type == "cpu" and config.model.backend != "reference":
             self.echo(
                 "no CUDA device: the kernels run on their pure-PyTorch reference backend "
@@ -511,9 +511,7 @@ class Trainer:
         self.optimizer.step()
         stats = {name: summed[i] for i, name in enumerate(LOSS_TERMS)}
         stats["psnr"] = summed[len(LOSS_TERMS)] / size
-        stats["faces"] = torch.tensor(float(extraction.num_faces))
-        stats["shell_vertices"] = torch.tensor(float(extraction.sdf.shape[0]))
-        return stats
+        return stats | _mesh_stats(extraction)
 
     def _extract_shells(self) -> Extraction:
         """The shells scheduled at this step, with gradients to the field."""
@@ -577,9 +575,7 @@ class Trainer:
     ) -> dict[str, torch.Tensor]:
         stats = {name: value.detach() for name, value in losses.items()}
         stats["psnr"] = psnr(image.detach(), target).mean()
-        stats["faces"] = torch.tensor(float(extraction.num_faces))
-        stats["shell_vertices"] = torch.tensor(float(extraction.sdf.shape[0]))
-        return stats
+        return stats | _mesh_stats(extraction)
 
     def _diverged(self, what: str) -> TrainingDiverged:
         kept = list_checkpoints(self.run_dir)
@@ -864,6 +860,14 @@ def _batch_part(batch, part: slice):
         intrinsics=batch.intrinsics[part],
         indices=batch.indices[part],
     )
+
+
+def _mesh_stats(extraction: Extraction) -> dict[str, torch.Tensor]:
+    """The step's mesh sizes for the log: faces and vertices of all shells."""
+    return {
+        "faces": torch.tensor(float(extraction.num_faces)),
+        "shell_vertices": torch.tensor(float(extraction.sdf.shape[0])),
+    }
 
 
 def _zero_sdf(points: torch.Tensor) -> torch.Tensor:

@@ -164,11 +164,10 @@ def _train(
     resume: bool,
     overwrite: bool,
     console: Console,
-    group: Distributed | None = None,
+    group: Distributed,
 ) -> TrainingResult:
     """Prepare `run_dir` under its lock (rank 0), build the trainer and train (with the viewer
     when ``viewer.enabled``)."""
-    group = group or Distributed()
     if config.viewer.enabled:
         from ..viewer import require_viser
 
