@@ -207,9 +207,10 @@ class TrainConfig:
     distributed_timeout: float = 1800.0
     """Data-parallel training (``torchrun --nproc-per-node N``): seconds a rank waits for the
     others in a collective before every rank stops with an error (so a stopped or lost rank
-    never leaves the others hanging). It must exceed what rank 0 does alone between two steps:
-    a periodic evaluation (``train.eval_images`` renders) and a checkpoint write. Ignored by a
-    single process."""
+    never leaves the others hanging). It must exceed what rank 0 does alone between two steps
+    (a periodic evaluation of ``train.eval_images`` renders, a checkpoint write) and at the end
+    (the final evaluation and mesh export, which the other ranks wait for before all leave the
+    process group). Ignored by a single process."""
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,12 @@ class Distributed:
         else:
             self._collective("a barrier", dist.barrier)
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Leave the process group. `wait`: first wait for every rank (after a run that ended
+        well: rank 0 may still be evaluating), so that all ranks destroy the group together; a
+        rank that destroyed it while another was still working aborted at exit now and then
+        ("terminate called without an active exception", once in a CI run)."""
         if self.enabled and dist.is_initialized():
+            if wait:
+                self.barrier()
             dist.destroy_process_group()

@@ -137,9 +137,12 @@ def train_one(
             if not group.is_main:  # rank 0 alone prints (errors are printed by every rank)
                 console = Console(quiet=True)
                 report.echo = console.echo
-            return _train(config, run_dir, resume, overwrite, console, group)
-        finally:
+            result = _train(config, run_dir, resume, overwrite, console, group)
+        except BaseException:
             group.close()
+            raise
+        group.close(wait=True)  # the other ranks wait for rank 0's final evaluation
+        return result
 
 
 def join_ranks(config: Config) -> Distributed:
