@@ -30,8 +30,8 @@ every rank takes the same Adam step, and a signal to any rank stops all of them 
 step. After every resolution change (and at the start) the ranks check that they hold the same
 grid and parameters (`Distributed.check_same`). Rank 0 alone writes the metrics log,
 checkpoints, evaluations and meshes and prints; the others wait for it in the next collective
-(so ``train.distributed_timeout`` must exceed a periodic evaluation) and end without the final
-evaluation.
+(so ``train.distributed_timeout`` must exceed a periodic evaluation) and skip the final
+evaluation (the command line then makes them wait for rank 0's before all leave the group).
 """
 
 from __future__ import annotations
