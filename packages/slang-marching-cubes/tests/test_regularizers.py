@@ -239,12 +239,17 @@ def test_reference_tables_are_cached_per_grid_and_match_fresh_ones(monkeypatch):
         return shells.faces, shells.positions, sdf_regularizers(g, values)
 
     first = run(grid, sdf)
-    assert grid._reference_tables[1]["corners"].shape == (grid.num_voxels, 8)
+    tables = grid._reference_tables[1]
+    assert tables["corners"].shape == (grid.num_voxels, 8) and "owned" in tables
+    assert tables["corners"].dtype == torch.int32
     cached = run(grid, sdf)  # second call: the tables come from the cache
+    assert grid._reference_tables[1] is tables
+    # Past CACHE_VOXELS only the ownership tables are rebuilt at every call.
     monkeypatch.setattr(reference, "CACHE_VOXELS", 0)
     uncached = SparseGrid(grid.shape, grid.voxels.clone())
     fresh = run(uncached, sdf)
-    assert not hasattr(uncached, "_reference_tables")
+    assert "corners" in uncached._reference_tables[1]
+    assert "owned" not in uncached._reference_tables[1]
     for other in (cached, fresh):
         assert torch.equal(first[0], other[0]) and torch.equal(first[1], other[1])
         for name, value in first[2].items():
@@ -254,7 +259,7 @@ def test_reference_tables_are_cached_per_grid_and_match_fresh_ones(monkeypatch):
     pruned = grid.prune(torch.arange(grid.num_voxels) % 3 != 0)
     run(pruned, sphere_sdf(pruned.vertex_positions()))
     corners = pruned._reference_tables[1]["corners"]
-    assert torch.equal(corners, pruned.voxel_corners().long())
+    assert torch.equal(corners.long(), pruned.voxel_corners().long())
 
 
 @pytest.mark.cuda

@@ -223,9 +223,10 @@ class Field:
         return all(bool(torch.isfinite(t).all()) for _, t in self.parameters())
 
     def block_values(self, values: Tensor, block: int) -> Tensor:
-        """Rows of per-global-vertex `values` for block `block`'s grid vertices."""
+        """Rows of per-global-vertex `values` for block `block`'s grid vertices (by
+        ``index_select``: its backward adds with atomics, where indexing's sorts)."""
         index = self.global_index[block]
-        return values if index is None else values[index]
+        return values if index is None else values.index_select(0, index)
 
     def contracted_vertices(self) -> Tensor:
         """float32 ``[V, 3]`` global vertex positions in the contracted cube."""
@@ -320,8 +321,8 @@ class Field:
             torch.cat(positions)[first],
             faces.reshape(-1, 3),
             face_offsets,
-            torch.cat(sdf)[first],
-            torch.cat(attributes)[first],
+            torch.cat(sdf).index_select(0, first),
+            torch.cat(attributes).index_select(0, first),
         )
 
     def regularizers(self, curvature: str = "laplacian") -> dict[str, Tensor]:

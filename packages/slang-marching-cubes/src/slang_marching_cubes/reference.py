@@ -123,7 +123,8 @@ def owned_and_owner(masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return owned, owner_offset, owner_slot
 
 
-#: grids with at most this many voxels keep their corner and neighbour tables between calls
+#: grids with at most this many voxels also keep the reference extraction's edge-ownership
+#: tables (about 70 bytes per voxel) between calls; the index tables are always kept
 CACHE_VOXELS = 1 << 20
 
 
@@ -131,9 +132,11 @@ def _static_tables(grid: SparseGrid) -> dict[str, Tensor]:
     """Per-grid cache of the index tables every call needs (they depend on the grid only).
 
     Training extracts and regularizes the same grid at every step; the binary searches that
-    build these tables would otherwise dominate the reference's time. Grids larger than
-    `CACHE_VOXELS` get a fresh dict each call (no memory is kept). The cache is keyed on the
-    identity and version of the grid's id tensors, so an in-place edit invalidates it.
+    build these tables would otherwise dominate the reference's time (and, at a few million
+    voxels, a good part of a GPU training step's). The corner and neighbour tables are kept
+    compactly (int32, 56 bytes per voxel) for every grid; the ownership tables only for grids
+    of at most `CACHE_VOXELS` voxels. The cache is keyed on the identity and version of the
+    grid's id tensors, so an in-place edit invalidates it.
     """
     key = (
         grid.voxels.data_ptr(),
@@ -145,35 +148,47 @@ def _static_tables(grid: SparseGrid) -> dict[str, Tensor]:
     if cached is not None and cached[0] == key:
         return cached[1]
     tables: dict[str, Tensor] = {}
-    if grid.num_voxels <= CACHE_VOXELS:
-        grid._reference_tables = (key, tables)
+    grid._reference_tables = (key, tables)
     return tables
 
 
+def _gather(values: Tensor, index: Tensor) -> Tensor:
+    """``values[index]`` for an int32/int64 `index` of any shape into dim 0 of ``values [V, ...]``.
+
+    Through ``index_select``, whose backward adds with atomics (``index_add_``); autograd of
+    advanced indexing sorts the indices instead (``index_put_(accumulate=True)``), which took
+    9 ms of a 23 ms training step at 128^3 on an H200.
+    """
+    flat = values.index_select(0, index.reshape(-1))
+    return flat.reshape(*index.shape, *values.shape[1:])
+
+
 def _voxel_corners(grid: SparseGrid) -> Tensor:
-    """int64 ``[Nvox, 8]`` `SparseGrid.voxel_corners` of every voxel (cached)."""
+    """int32 ``[Nvox, 8]`` `SparseGrid.voxel_corners` of every voxel (cached)."""
     tables = _static_tables(grid)
     if "corners" not in tables:
-        tables["corners"] = grid.voxel_corners().long()
+        tables["corners"] = grid.voxel_corners().to(torch.int32)
     return tables["corners"]
 
 
 def _positive_neighbors(grid: SparseGrid) -> Tensor:
-    """int64 ``[Nvox, 3]`` index of the +i, +j, +k face neighbours, -1 if absent (cached)."""
+    """int32 ``[Nvox, 3]`` index of the +i, +j, +k face neighbours, -1 if absent (cached)."""
     tables = _static_tables(grid)
     if "positive_neighbors" not in tables:
-        tables["positive_neighbors"] = grid.voxel_neighbors()[:, 1::2].contiguous()
+        neighbors = grid.voxel_neighbors()[:, 1::2]
+        tables["positive_neighbors"] = neighbors.to(torch.int32).contiguous()
     return tables["positive_neighbors"]
 
 
 def _corner_plus_neighbors(grid: SparseGrid) -> Tensor:
-    """int64 ``[Nvox, 3]``: index of the grid vertices one step beyond each voxel's +xyz corner
+    """int32 ``[Nvox, 3]``: index of the grid vertices one step beyond each voxel's +xyz corner
     along +i, +j, +k (lattice ``(i+2, j+1, k+1)`` etc.), -1 where no such vertex exists
     (cached)."""
     tables = _static_tables(grid)
     if "corner_plus" not in tables:
         offsets = torch.tensor([[2, 1, 1], [1, 2, 1], [1, 1, 2]], device=grid.device)
-        tables["corner_plus"] = grid.find_vertices(grid.voxel_coords()[:, None, :] + offsets)
+        found = grid.find_vertices(grid.voxel_coords()[:, None, :] + offsets)
+        tables["corner_plus"] = found.to(torch.int32)
     return tables["corner_plus"]
 
 
@@ -182,13 +197,13 @@ def _ownership(grid: SparseGrid, index: Tensor) -> tuple[Tensor, Tensor, Tensor]
     int64 ``[n, 12]`` and the owner's voxel index int64 ``[n, 12]`` (into ``grid.voxels``).
 
     Computed for every voxel once per grid and cached when the grid is small enough
-    (`CACHE_VOXELS`), else for the given voxels only.
+    (`CACHE_VOXELS`), else for the given voxels only (at every call).
     """
     tables = _static_tables(grid)
     if "owned" in tables:  # stored compactly: int8 slots, int32 voxel indices
         slot, voxel = tables["owner_slot"][index].long(), tables["owner_voxel"][index].long()
         return tables["owned"][index], slot, voxel
-    cache = getattr(grid, "_reference_tables", (None, None))[1] is tables
+    cache = grid.num_voxels <= CACHE_VOXELS
     if cache:
         index_all = torch.arange(grid.num_voxels, device=grid.device)
     else:
@@ -289,7 +304,7 @@ def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Te
 
     # 1. classify every voxel at every level: code bit c set iff corner c is >= level
     corners = _voxel_corners(grid)  # [Nvox, 8]
-    values = sdf[corners]  # [Nvox, 8]
+    values = _gather(sdf, corners)  # [Nvox, 8]
     above = values[None] >= levels[:, None, None]  # [L, Nvox, 8]
     codes = (above.long() << torch.arange(8, device=dev)).sum(-1)  # [L, Nvox]
     active_mask = ((codes != 0) & (codes != 255)).any(0)
@@ -297,7 +312,7 @@ def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Te
     if active.numel() == 0:
         return _empty_shells(grid, sdf, attributes, levels)
     codes = codes[:, active]  # [L, A]
-    corners = corners[active]  # [A, 8]
+    corners = corners[active].long()  # [A, 8]
     num_active = active.numel()
 
     # 2. crossings and ownership of the 12 edges of each active voxel
@@ -366,14 +381,16 @@ def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Te
 def voxel_gradients(grid: SparseGrid, sdf: Tensor) -> Tensor:
     """``[Nvox, 3]`` gradient of each voxel's trilinear interpolant at its centre, in
     ``[0, 1]^3`` units: ``d/dx_a = dims[a] * mean over the 4 edges along a of (s_hi - s_lo)``."""
-    v = sdf[_voxel_corners(grid)]  # [Nvox, 8]
+    # corner c sits at offset (c>>2&1, c>>1&1, c&1): v[n, i, j, k]; plain slices, so that the
+    # backward adds into the corners without indexing
+    v = _gather(sdf, _voxel_corners(grid)).reshape(-1, 2, 2, 2)
     dims = torch.tensor(grid.shape, dtype=sdf.dtype, device=sdf.device)
-    grads = []
-    for axis in range(3):
-        hi = [c for c in range(8) if (c >> (2 - axis)) & 1]
-        lo = [c - (1 << (2 - axis)) for c in hi]
-        grads.append((v[:, hi] - v[:, lo]).mean(-1) * dims[axis])
-    return torch.stack(grads, dim=-1)
+    grads = (
+        (v[:, 1] - v[:, 0]).mean((1, 2)),
+        (v[:, :, 1] - v[:, :, 0]).mean((1, 2)),
+        (v[:, :, :, 1] - v[:, :, :, 0]).mean((1, 2)),
+    )
+    return torch.stack(grads, dim=-1) * dims
 
 
 def corner_laplacians(grid: SparseGrid, sdf: Tensor) -> Tensor:
@@ -384,12 +401,12 @@ def corner_laplacians(grid: SparseGrid, sdf: Tensor) -> Tensor:
     when some occupied voxel has them as a corner, so ``3 <= n <= 6``. Grid units (no division
     by ``h^2``).
     """
-    corners = _voxel_corners(grid)  # corner c at offset (c>>2&1, c>>1&1, c&1)
-    center = sdf[corners[:, 7]]
-    laplacian = sdf[corners[:, [3, 5, 6]]].sum(-1) - 3 * center  # the -i, -j, -k neighbours
+    v = _gather(sdf, _voxel_corners(grid))  # corner c at offset (c>>2&1, c>>1&1, c&1)
+    center = v[:, 7]
+    laplacian = v[:, 3] + v[:, 5] + v[:, 6] - 3 * center  # the -i, -j, -k neighbours
     plus = _corner_plus_neighbors(grid)
     present = plus >= 0
-    values = sdf[plus.clamp(min=0)] - center[:, None]
+    values = _gather(sdf, plus.clamp(min=0)) - center[:, None]
     return laplacian + torch.where(present, values, torch.zeros_like(values)).sum(-1)
 
 
@@ -410,8 +427,8 @@ def sdf_regularizers(
     nb = _positive_neighbors(grid)  # +i, +j, +k neighbours [Nvox, 3]
     terms = []
     for axis in range(3):
-        has = nb[:, axis] >= 0
-        diff = (g[nb[has, axis]] - g[has]) * grid.shape[axis]  # (grad_w - grad_v) / h_axis
+        has = torch.nonzero(nb[:, axis] >= 0).reshape(-1)
+        diff = (_gather(g, nb[has, axis]) - _gather(g, has)) * grid.shape[axis]  # / h_axis
         terms.append(diff.square().sum(-1))
     pairs = torch.cat(terms)
     curvature = pairs.mean() if pairs.numel() else zero
