@@ -106,6 +106,14 @@ VARIANTS: dict[str, list[str] | dict[str, list[str]]] = {
             "7201=1536, 8001=2048}"
         ]
     },
+    # a candidate: 64, 128 and 192 earlier still (192 from step 1601 instead of 2001)
+    "fine192": {
+        "nerf_synthetic": [
+            "model.resolution={0=32, 601=64, 1001=128, 1601=192, 2401=256, 2801=320, "
+            "3201=384, 3601=448, 4001=512, 4401=576, 4801=640, 5201=704, 5601=768, 6401=1024, "
+            "7201=1536, 8001=2048}"
+        ]
+    },
 }
 
 

@@ -197,9 +197,10 @@ def rehearse(args) -> None:
 
 
 def profile_steps(trainer: Trainer, steps: int, label: str) -> None:
-    """Print where `steps` more training steps spend host time: the top operators by self CPU
-    time, and per step the kernel launches, host syncs and CPU vs GPU busy time (the fixed
-    per-step costs: a step whose CPU time exceeds its GPU time is launch-bound)."""
+    """Print where `steps` more training steps spend their time: the top operators by self CPU
+    time and (on a GPU) by self GPU time, and per step the kernel launches, host syncs and CPU
+    vs GPU busy time (the fixed per-step costs: a step whose CPU time exceeds its GPU time is
+    launch-bound)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU]
@@ -229,7 +230,8 @@ def profile_steps(trainer: Trainer, steps: int, label: str) -> None:
         f"{syncs / steps:.1f} host syncs, {cpu_ms:.1f} ms CPU self time, "
         f"{gpu_ms:.1f} ms GPU kernel time"
     )
-    print(events.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60))
+    for key in ("self_cpu_time_total", "self_device_time_total")[: 1 + torch.cuda.is_available()]:
+        print(events.table(sort_by=key, row_limit=15, max_name_column_width=60))
 
 
 def report(args, base, rows, failed, eval_seconds: float, size, views: int) -> None:
