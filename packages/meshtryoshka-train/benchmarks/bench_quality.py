@@ -69,6 +69,8 @@ VARIANTS: dict[str, list[str] | dict[str, list[str]]] = {
             "optim.resample_state=reset",
             "optim.lr_decay_start=1.0",
             "model.point_cloud_init=fade",
+            "model.min_voxel_pixels=0",
+            "model.max_voxels=0",
         ],
         "nerf_synthetic": [ORIGINAL_NERF_SYNTHETIC_RESOLUTION],
     },
@@ -83,6 +85,8 @@ VARIANTS: dict[str, list[str] | dict[str, list[str]]] = {
             "optim.resample_state=transfer",
             "optim.lr_decay_start=1.0",
             "model.point_cloud_init=baked",
+            "model.min_voxel_pixels=0",
+            "model.max_voxels=0",
         ],
         "nerf_synthetic": [ORIGINAL_NERF_SYNTHETIC_RESOLUTION],
     },
@@ -94,11 +98,12 @@ VARIANTS: dict[str, list[str] | dict[str, list[str]]] = {
     "alpha_cap": ["model.alpha_max=0.99"],
     "transfer_adam": ["optim.resample_state=transfer"],
     "baked_point_cloud": ["model.point_cloud_init=baked"],
+    "no_stop": ["model.min_voxel_pixels=0"],  # refine to the schedule's last resolution
     # candidate improvements
     "lr_decay": ["optim.lr_decay_start=0.5", "optim.lr_decay_final=0.1"],
     "lr_decay_late": ["optim.lr_decay_start=0.7", "optim.lr_decay_final=0.1"],
-    # nerf_synthetic's resolution schedule with the 64 and 128 stages 400 steps earlier (the
-    # shipped one since 2026-12-02)
+    # nerf_synthetic's resolution schedule with the 64 and 128 stages 400 steps earlier (shipped
+    # from the first to the second benchmark of 2026-12-02)
     "early_fine": {
         "nerf_synthetic": [
             "model.resolution={0=32, 801=64, 1201=128, 2001=192, 2401=256, 2801=320, "
@@ -106,7 +111,8 @@ VARIANTS: dict[str, list[str] | dict[str, list[str]]] = {
             "7201=1536, 8001=2048}"
         ]
     },
-    # a candidate: 64, 128 and 192 earlier still (192 from step 1601 instead of 2001)
+    # 64, 128 and 192 earlier still (192 from step 1601 instead of 2001): shipped since the
+    # second benchmark of 2026-12-02
     "fine192": {
         "nerf_synthetic": [
             "model.resolution={0=32, 601=64, 1001=128, 1601=192, 2401=256, 2801=320, "

@@ -39,6 +39,7 @@ def _reduced(root: Path, steps: int = 2, unbounded: bool = False) -> list[str]:
         "model.train_ssaa=1",
         "model.eval_ssaa=1",
         "model.backend=reference",
+        "model.min_voxel_pixels=0",  # tiny images: follow the test's resolution schedule
         "optim.batch_size=2",
         f"train.steps={steps}",
         "train.log_interval=1",

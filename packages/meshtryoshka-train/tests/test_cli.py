@@ -2,6 +2,7 @@
 out-of-memory and NaN reports (tiny CPU runs through click's CliRunner)."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -312,6 +313,9 @@ def test_out_of_memory_is_reported_with_sizes_and_remedies(
         f"{run_dir / 'checkpoints' / 'step_0000001.pt'}",
     ):
         assert expected in message, expected
+    # one voxel fewer than the grid that ran out (12^3 minus the ones no camera sees)
+    bound = re.search(r"model\.max_voxels=(\d+) \(no grid this large again", message)
+    assert bound and 12**3 // 2 < int(bound.group(1)) < 12**3, message
 
 
 def test_out_of_memory_while_loading_the_data_is_reported(

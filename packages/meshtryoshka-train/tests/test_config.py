@@ -100,6 +100,8 @@ def test_unknown_key_lists_the_valid_keys():
         ("model.resolution={a=64}", "non-integer step"),
         ("model.sh_degree=4", "0..3"),
         ("optim.batch_size=0", "optim.batch_size must be > 0"),
+        ("model.max_voxels=-1", r"model.max_voxels must be >= 0, got \[-1\]"),
+        ("model.min_voxel_pixels=-0.5", r"model.min_voxel_pixels must be >= 0"),
         ("model=3", "'model' is a section"),
         ("novalue", "must look like section.key=value"),
     ],

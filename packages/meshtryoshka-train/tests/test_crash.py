@@ -35,6 +35,7 @@ def tiny(root: Path, *extra: str) -> list[str]:
         "dataset.scene=toy",
         "dataset.background=random",  # the batch generator also draws the backgrounds
         "model.resolution={0=12, 3=16}",  # after the first checkpoint (step 2)
+        "model.min_voxel_pixels=0",  # tiny images: follow the schedule
         "model.sh_degree={0=0, 1=1}",  # before it
         "model.train_ssaa=1",
         "model.eval_ssaa=1",

@@ -337,3 +337,30 @@ def test_min_voxel_pixels_stops_the_refinement_for_the_rest_of_the_run(
     assert resumed.resolution_cap == (12, 0)
     resumed.run()
     assert resumed.field.center_resolution == 12
+
+
+def test_max_voxels_keeps_the_grid_when_the_next_one_would_be_larger(
+    reduced, tmp_path, blender_root
+):
+    schedule = [*reduced(blender_root, 4), "model.resolution={0=12, 1=16, 3=20}"]
+    free = make_trainer(tmp_path, "nerf_synthetic", schedule, name="free")
+    free.run(stop_at=2)
+    at_16 = free.field.num_voxels
+    assert free.field.center_resolution == 16 and at_16 > 12**3 // 2
+    # exactly the count of the 16^3 grid: allowed; one less: the grid stays at 12 for good
+    allowed = make_trainer(
+        tmp_path, "nerf_synthetic", [*schedule, f"model.max_voxels={at_16}"], name="allowed"
+    )
+    allowed.run(stop_at=2)
+    assert allowed.field.center_resolution == 16 and allowed.field.num_voxels == at_16
+    overrides = [*schedule, f"model.max_voxels={at_16 - 1}", "train.checkpoint_interval=2"]
+    capped = make_trainer(tmp_path, "nerf_synthetic", overrides, name="capped")
+    before = capped.field.sdf.detach().clone()
+    capped.run(stop_at=2)
+    assert capped.field.center_resolution == 12 and capped.resolution_cap == (12, 0)
+    assert capped.field.sdf.shape == before.shape  # the same grid, trained on
+    assert any(f"more than model.max_voxels = {at_16 - 1}" in line for line in capped.lines)
+    resumed = make_trainer(tmp_path, "nerf_synthetic", overrides, name="capped", resume=True)
+    assert resumed.resolution_cap == (12, 0)
+    resumed.run()
+    assert resumed.field.center_resolution == 12

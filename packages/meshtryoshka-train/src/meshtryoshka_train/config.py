@@ -112,6 +112,10 @@ class ModelConfig:
     the median occupied voxel of the next resolution would project to fewer than this many
     training pixels (at `train_ssaa`) in the closest training view that sees it. 0 = always
     follow `resolution` (the original)."""
+    max_voxels: int = 0
+    """Memory bound: stop refining the grid (for the rest of the run) when the next
+    resolution's grid would hold more than this many voxels (all blocks; the count is known
+    exactly before any parameter is allocated). 0 = no bound (the original)."""
     occupancy_rule: Literal["surface", "shells"] = "surface"
     """Which voxels a resolution change keeps (docs/recipe.md). "surface" (the original's): the
     voxels holding a face of the zero level set, dilated, intersected with the old occupancy,
@@ -487,6 +491,7 @@ def check_values(config: Config) -> None:
         "model.arm_resolution": config.model.arm_resolution.values.values(),
         "model.dilation": [config.model.dilation],
         "model.min_voxel_pixels": [config.model.min_voxel_pixels],
+        "model.max_voxels": [config.model.max_voxels],
         "model.init_freeze_steps": [config.model.init_freeze_steps],
         "model.init_blend_steps": [config.model.init_blend_steps],
         "model.init_sdf_noise": [config.model.init_sdf_noise],

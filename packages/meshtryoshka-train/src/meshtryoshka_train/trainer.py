@@ -368,7 +368,8 @@ class Trainer:
         set_learning_rates(self.optimizer, step, optim, model, self.config.train.steps)
 
     def _refinement_stops(self, target: tuple[int, int], step: int) -> bool:
-        """Whether `model.min_voxel_pixels` keeps the grid at its resolution (for good)."""
+        """Whether the grid stays at its resolution for good: `model.min_voxel_pixels` says so
+        now, or it (or `model.max_voxels`, checked by `resample`) did before."""
         threshold = self.config.model.min_voxel_pixels
         if self.resolution_cap is not None:
             return True
@@ -421,10 +422,11 @@ class Trainer:
         return float(seen.median()) if seen.numel() else 0.0
 
     def resample(self, center: int, arm: int, step: int) -> None:
-        """Move the field to a new resolution; carry (or reset) Adam's moments with it."""
+        """Move the field to a new resolution; carry (or reset) Adam's moments with it. If the
+        new grid would hold more than `model.max_voxels` voxels, nothing changes and the grid
+        stays at its resolution for the rest of the run (`resolution_cap`)."""
         model, optim = self.config.model, self.config.optim
         before = (self.field.center_resolution, self.field.num_voxels)
-        self.field.bake_prior()  # a resolution change before the prior has faded: keep the blend
         remap = self.field.plan_resample(
             center,
             arm,
@@ -434,6 +436,15 @@ class Trainer:
             backend=model.backend,
             rule=model.occupancy_rule,
         )
+        planned = sum(grid.num_voxels for grid in remap.grids)
+        if 0 < model.max_voxels < planned:
+            self.resolution_cap = (self.field.center_resolution, self.field.arm_resolution)
+            self.echo(
+                f"step {step}: the grid stays at resolution {before[0]}: at {center} it would "
+                f"hold {planned} voxels, more than model.max_voxels = {model.max_voxels}"
+            )
+            return
+        self.field.bake_prior()  # a resolution change before the prior has faded: keep the blend
         old_named = self.field.parameters()
         tensors = [t.detach() for _, t in old_named]
         with_state = []
@@ -738,9 +749,12 @@ class Trainer:
         training = phase == "the training step"
         if training:
             smaller = f"optim.batch_size={max(1, batch // 2)}"
+            bound = model.max_voxels or "none"
             hints = [
                 f"{smaller} (a lower batch size; now {batch})",
                 f"a lower model.train_ssaa (now {model.train_ssaa})",
+                f"model.max_voxels={max(1, self.field.num_voxels - 1)} (no grid this large again, "
+                f"if the newest checkpoint is from before it; now {bound})",
             ]
         else:
             smaller = f"model.eval_ssaa={max(1, model.eval_ssaa - 1)}"
