@@ -301,6 +301,33 @@ def test_render_is_nearly_unchanged_across_a_resolution_step():
     assert float((after - before).abs().mean()) < 0.005  # measured 0.0012
 
 
+def test_render_extraction_takes_one_background_colour_or_one_per_image():
+    field = make_field(center=12)
+    eyes = [np.array([4.0, 0.5, 1.0]), np.array([0.3, -3.5, 2.0])]
+    world_to_camera = torch.tensor(
+        np.stack([look_at_world_to_camera(e, np.zeros(3), np.array([0, 0, 1.0])) for e in eyes]),
+        dtype=torch.float32,
+    )
+    intrinsics = torch.tensor([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]]).expand(2, 3, 3)
+    model = ModelConfig(backend="reference")
+    with torch.no_grad():
+        extraction = field.extract(LEVELS, backend="reference")
+
+        def render(background):
+            return render_extraction(
+                extraction, world_to_camera, intrinsics, (16, 16), background, model,
+                ssaa=1, near=0.1,
+            )[0]  # fmt: skip
+
+        colour = torch.tensor([0.2, 0.5, 0.9])
+        one = render(colour)
+        assert torch.equal(one, render(colour.expand(2, 3)))
+        corner = one[:, :, 0, 0]  # nothing is drawn there: the background shows
+        assert torch.allclose(corner, colour.expand(2, 3))
+        apart = render(torch.stack([colour, 1 - colour]))
+        assert torch.equal(apart[0], one[0]) and not torch.equal(apart[1], one[1])
+
+
 def test_gradient_curvature_is_scaled_to_grid_units():
     from slang_marching_cubes import sdf_regularizers
 

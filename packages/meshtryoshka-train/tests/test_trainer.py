@@ -149,6 +149,23 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(
     assert not (tmp_path / "run" / "checkpoints" / "step_0000004.pt").exists()
 
 
+def test_a_nan_loss_stops_before_the_adam_step(reduced, tmp_path, blender_root, monkeypatch):
+    trainer = make_trainer(tmp_path, "nerf_synthetic", reduced(blender_root, 4))
+    trainer.run(stop_at=1)
+    render_losses = trainer._render_losses
+
+    def nan_loss(*args, **kwargs):
+        image, losses = render_losses(*args, **kwargs)
+        return image, {**losses, "total": losses["total"] * float("nan")}
+
+    monkeypatch.setattr(trainer, "_render_losses", nan_loss)
+    before = [t.detach().clone() for _, t in trainer.field.parameters()]
+    with pytest.raises(TrainingDiverged, match="the loss became NaN or infinite at step 1"):
+        trainer.run()
+    for (name, after), old in zip(trainer.field.parameters(), before, strict=True):
+        assert torch.equal(after.detach(), old), name  # the step was not applied
+
+
 def test_a_batch_larger_than_the_training_set_is_refused(reduced, tmp_path, blender_root):
     with pytest.raises(ConfigError, match="only 8 training images"):
         make_trainer(tmp_path, "nerf_synthetic", [*reduced(blender_root), "optim.batch_size=9"])

@@ -58,7 +58,9 @@ def render_extraction(
 ) -> tuple[Tensor, Tensor]:
     """Render shells from B cameras; returns (image [B, 3, H, W], alpha [B, 1, H, W]).
 
-    background: float32 ``[B, 3]`` (one colour per image). alpha_max: None uses the model's.
+    background: float32 ``[3]`` (one colour for every image) or ``[B, 3]`` (one per image;
+        all equal is detected, which reads the values: a host sync). alpha_max: None uses the
+        model's.
     cull_backfaces: False also draws faces seen from inside (the viewer's cut-away sections).
     check_cameras: False skips the camera checks that read values (host syncs): for a
     dataset's cameras, checked when it was loaded.
@@ -66,7 +68,9 @@ def render_extraction(
     cameras = Cameras(
         world_to_camera.float(), intrinsics.float(), image_size, check_values=check_cameras
     )
-    if bool((background == background[:1]).all()):
+    if background.dim() == 1:
+        colour = background.contiguous()
+    elif bool((background == background[:1]).all()):
         colour = background[0].contiguous()
     else:
         height, width = image_size

@@ -541,12 +541,15 @@ class Trainer:
         `extraction`; `batch` is the fraction `share` of the step's images (data-parallel
         training: this rank's shard), and the terms without images count on rank 0 only."""
         model, weights = self.config.model, self.config.loss
+        background = batch.background.to(self.device)
+        if self.dataset.background != "random":  # one colour: no need to compare them
+            background = background[0]
         image, _ = render_extraction(
             extraction,
             batch.world_to_camera.to(self.device),
             batch.intrinsics.to(self.device),
             (batch.height, batch.width),
-            batch.background.to(self.device),
+            background,
             model,
             ssaa=model.train_ssaa,
             near=model.train_near,
@@ -573,12 +576,14 @@ class Trainer:
         return image, losses
 
     def _optimizer_step(self, total: torch.Tensor) -> None:
-        """Backward of the total loss and one Adam step; a non-finite loss stops training."""
-        if not math.isfinite(float(total.detach())):
-            raise self._diverged("the loss")
+        """Backward of the total loss and one Adam step; a non-finite loss stops training
+        before the step. The loss is read (a host sync) after the backward is queued, so the
+        host queues the backward while the GPU still runs the forward."""
         self.optimizer.zero_grad(set_to_none=True)
         if total.requires_grad:
             total.backward()
+        if not math.isfinite(float(total.detach())):
+            raise self._diverged("the loss")
         self.optimizer.step()
 
     def _step_stats(
