@@ -271,18 +271,26 @@ def test_point_cloud_initializer_is_a_union_of_balls():
     assert torch.allclose(sdf(query), torch.tensor([0.05, 0.25, -0.05]), atol=1e-6)
 
 
+def two_cameras(focal: float, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([2, 4, 4], [2, 3, 3])``: two cameras looking at the origin from different sides,
+    for square images of `size` pixels."""
+    eyes = [np.array([4.0, 0.5, 1.0]), np.array([0.3, -3.5, 2.0])]
+    world_to_camera = torch.tensor(
+        np.stack([look_at_world_to_camera(e, np.zeros(3), np.array([0, 0, 1.0])) for e in eyes]),
+        dtype=torch.float32,
+    )
+    half = size / 2
+    intrinsics = torch.tensor([[focal, 0, half], [0, focal, half], [0, 0, 1]]).expand(2, 3, 3)
+    return world_to_camera, intrinsics
+
+
 def test_render_is_nearly_unchanged_across_a_resolution_step():
     # Colours linear in position (transferred exactly) and a sphere: rendering before and
     # after a step 16 -> 24 differs only where the finer marching cubes moves the silhouette.
     field = make_field(center=16)
     positions = field.contracted_vertices()
     field.sh_dc = ((positions - 0.5) * 2)[:, None, :].contiguous().requires_grad_()
-    eyes = [np.array([4.0, 0.5, 1.0]), np.array([0.3, -3.5, 2.0])]
-    world_to_camera = torch.tensor(
-        np.stack([look_at_world_to_camera(e, np.zeros(3), np.array([0, 0, 1.0])) for e in eyes]),
-        dtype=torch.float32,
-    )
-    intrinsics = torch.tensor([[40.0, 0, 16], [0, 40.0, 16], [0, 0, 1]]).expand(2, 3, 3)
+    world_to_camera, intrinsics = two_cameras(focal=40.0, size=32)
     model = ModelConfig(backend="reference")
 
     def render():
@@ -303,12 +311,7 @@ def test_render_is_nearly_unchanged_across_a_resolution_step():
 
 def test_render_extraction_takes_one_background_colour_or_one_per_image():
     field = make_field(center=12)
-    eyes = [np.array([4.0, 0.5, 1.0]), np.array([0.3, -3.5, 2.0])]
-    world_to_camera = torch.tensor(
-        np.stack([look_at_world_to_camera(e, np.zeros(3), np.array([0, 0, 1.0])) for e in eyes]),
-        dtype=torch.float32,
-    )
-    intrinsics = torch.tensor([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]]).expand(2, 3, 3)
+    world_to_camera, intrinsics = two_cameras(focal=20.0, size=16)
     model = ModelConfig(backend="reference")
     with torch.no_grad():
         extraction = field.extract(LEVELS, backend="reference")
