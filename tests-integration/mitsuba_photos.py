@@ -42,6 +42,8 @@ def intrinsics() -> np.ndarray:
     return np.array([[focal, 0.0, WIDTH / 2], [0.0, focal, HEIGHT / 2], [0.0, 0.0, 1.0]])
 
 
+# Points on a sphere from (elevation, azimuth), like render_demo_scene.py's cameras (the tests
+# do not import the package's scripts).
 def camera_positions() -> np.ndarray:
     """float64 [36, 3]: the camera centres, ring by ring interleaved (photo i is ring i % 2)."""
     positions = []

@@ -45,6 +45,7 @@ PSNR_LINE = re.compile(r"test PSNR at step (\d+): layered ([\d.]+) dB, surface (
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+# Like test_from_images.command: each test file runs alone, so each has its helper.
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = ENV
     result = subprocess.run(

@@ -269,6 +269,7 @@ def report(args, base, rows, failed, eval_seconds: float, size, views: int) -> N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="nerf_synthetic")
+    # argparse declarations: alike by design
     parser.add_argument("--source", type=Path, default=Path("datasets/quality/texture"))
     parser.add_argument(
         "--size", type=lambda s: tuple(int(x) for x in s.split("x")), help="WxH (default: real)"

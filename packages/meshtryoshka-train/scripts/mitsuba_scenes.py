@@ -334,6 +334,8 @@ def render_view(
             "fov": fov_x,
             "fov_axis": "x",
             "to_world": to_world,
+            # Mitsuba's perspective sensor dict, also spelled out in
+            # tests-integration/mitsuba_photos.py (scripts and tests do not import each other)
             "film": {
                 "type": "hdrfilm",
                 "width": width,

@@ -32,6 +32,8 @@ CAMERA_DISTANCE = 2.7
 SPP = 128
 
 
+# Points on a sphere from (elevation, azimuth), as tests-integration/mitsuba_photos.py places
+# its cameras (the packages' scripts and the integration tests do not import each other).
 def camera_positions(count: int, seed: int) -> np.ndarray:
     """`count` positions on the upper part of a sphere (elevation 10..70 degrees), spread evenly."""
     rng = np.random.default_rng(seed)

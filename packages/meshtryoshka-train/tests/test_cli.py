@@ -1,5 +1,6 @@
 """The command line: help, versions, config errors, progress line, train, eval, train-all,
-out-of-memory and NaN reports (tiny CPU runs through click's CliRunner)."""
+out-of-memory and NaN reports (tiny CPU runs through click's CliRunner). The tests look alike
+(invoke, exit status, output) by design."""
 
 import json
 import re

@@ -33,7 +33,7 @@ from .synthetic import (
     write_nerfstudio_scene,
 )
 
-try:
+try:  # the version block of every package's __init__.py in this repository (each installs alone)
     __version__ = version("meshtryoshka-data")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"

@@ -63,6 +63,7 @@ def _downscales(ctx, param, value: str) -> tuple[int, ...]:
     return factors
 
 
+# each command spells out its click options: alike by design
 @main.command("from-images")
 @click.argument("photos_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(path_type=Path))

@@ -44,6 +44,8 @@ _DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
 _SPLIT_KEYS = {"train": "train_filenames", "val": "val_filenames", "test": "test_filenames"}
 
 
+# The keyword arguments of `load_colmap` (the same meaning), so that `load_scene` can pass
+# either loader the same settings: a deliberate look-alike of its signature.
 def load_nerfstudio(
     path: str | Path,
     *,

@@ -140,6 +140,7 @@ class ModelConfig:
     """Cap on a shell's opacity while compositing (the original: 1.0, no cap)."""
 
 
+# Every section is a frozen dataclass of documented fields: the sections look alike by design.
 @dataclass(frozen=True)
 class LossConfig:
     rgb: float = 16.0

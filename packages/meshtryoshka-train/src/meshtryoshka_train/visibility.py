@@ -68,6 +68,7 @@ def voxels_in_view(corner_in_view: torch.Tensor, threshold: int = 1) -> torch.Te
 _POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.uint8)
 
 
+# The arguments of `points_in_view` (a deliberate look-alike), for cameras packed in a batch.
 @torch.no_grad()
 def packed_points_in_view(
     points: torch.Tensor,

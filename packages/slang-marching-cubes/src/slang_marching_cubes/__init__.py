@@ -13,7 +13,7 @@ from .grid import SparseGrid, estimate_nbytes
 from .reference import interpolate_vertices
 from .shells import Shells, read_ply, write_ply
 
-try:
+try:  # the version block of every package's __init__.py in this repository (each installs alone)
     __version__ = version("slang-marching-cubes")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"

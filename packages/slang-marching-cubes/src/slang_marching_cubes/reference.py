@@ -364,6 +364,7 @@ def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Te
     faces = vid[f_level[:, None], o_act, o_slot].to(torch.int32)
 
     vertex_sdf, vertex_attributes = interpolate_pair(sdf, attributes, edges, t)
+    # the same Shells as `_slang.extract_shells` builds (deliberately spelled out in both)
     return Shells(
         positions=positions,
         faces=faces,

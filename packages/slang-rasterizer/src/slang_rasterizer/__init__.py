@@ -22,7 +22,7 @@ from .api import (
 )
 from .types import Cameras, Fragments, ShellMesh
 
-try:
+try:  # the version block of every package's __init__.py in this repository (each installs alone)
     __version__ = version("slang-rasterizer")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"

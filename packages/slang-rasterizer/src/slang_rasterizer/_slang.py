@@ -416,6 +416,7 @@ class _FusedRender(torch.autograd.Function):
         grad_sdf = torch.zeros_like(sdf)
         grad_colors = torch.zeros_like(colors)
         sharpness, alpha_max = ctx.scalars
+        # shaped like the explicit composite's backward launch (other kernel, other inputs)
         _MODULE.launch(
             "fused_bwd",
             bins.grid(colors.shape[0]),
@@ -444,6 +445,7 @@ def bytes_per_camera(
     return max(largest, 12 * num_shells * h * w) if mode == "explicit" else largest
 
 
+# The public `api.render`'s signature: every backend takes the same arguments, by design.
 def render(
     cameras: Cameras,
     mesh: ShellMesh,

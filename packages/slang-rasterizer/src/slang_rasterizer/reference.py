@@ -483,6 +483,7 @@ def box_filter(x: Tensor, factor: int) -> Tensor:
     return torch.nn.functional.avg_pool2d(x, factor)
 
 
+# The public `api.render`'s signature: every backend takes the same arguments, by design.
 def render(
     cameras: Cameras,
     mesh: ShellMesh,

@@ -13,6 +13,7 @@ from .errors import ErrorReport, warn
 __all__ = ["render_command"]
 
 
+# click declarations look alike across the commands of both packages (by design)
 @click.command("render")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option(
