@@ -34,6 +34,19 @@ def test_random_background_is_composited_per_image(blender_truth):
     assert_close(corner, first.background, 1e-6)
 
 
+def test_a_part_of_a_batch_equals_that_slice_of_the_whole_batch(blender_truth):
+    dataset = load_blender(blender_truth.path, background="random")
+    whole_generator = torch.Generator().manual_seed(3)
+    parts_generators = [torch.Generator().manual_seed(3) for _ in range(3)]
+    for _ in range(2):  # the generator advances as for the whole batch: the next draw agrees
+        whole = dataset.sample_batch(4, whole_generator)
+        for generator, part in zip(parts_generators, (slice(0, 2), slice(2, 4), slice(4, 4))):
+            shard = dataset.sample_batch(4, generator, part=part)
+            for name in ("images", "alpha", "background", "world_to_camera", "indices"):
+                assert torch.equal(getattr(shard, name), getattr(whole, name)[part]), name
+    assert shard.images.shape[0] == 0  # more ranks than images: an empty shard
+
+
 def test_iterate_in_order_with_white_for_random(blender_truth):
     dataset = load_blender(blender_truth.path, background="random")
     batches = list(dataset.iterate("train", batch_size=3))

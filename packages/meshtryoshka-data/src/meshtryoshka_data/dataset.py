@@ -153,7 +153,12 @@ class Dataset:
         return Dataset(**{**self.__dict__, **move})
 
     def sample_batch(
-        self, batch_size: int, generator: torch.Generator, *, split: str = "train"
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        *,
+        split: str = "train",
+        part: slice | None = None,
     ) -> Batch:
         """``batch_size`` distinct random images of ``split`` (training).
 
@@ -162,6 +167,8 @@ class Dataset:
             generator: a seeded CPU ``torch.Generator``; it alone decides the images and,
                 for ``background="random"``, the background colours (uniform in [0,1]^3).
             split: which split to draw from.
+            part: only these images of the drawn batch (a data-parallel rank's shard; the
+                generator advances as for the whole batch, so every rank draws the same one).
         """
         pool = self._split(split)
         if not 1 <= batch_size <= len(pool):
@@ -173,6 +180,8 @@ class Dataset:
             background = torch.rand((batch_size, 3), generator=generator)
         else:
             background = torch.tensor(BACKGROUNDS[self.background]).expand(batch_size, 3)
+        if part is not None:
+            chosen, background = chosen[part], background[part]
         return self._batch(chosen, background)
 
     def iterate(

@@ -43,7 +43,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -482,25 +482,26 @@ class Trainer:
     def train_step(self) -> dict[str, torch.Tensor]:
         """One optimizer step at ``self.step`` (schedules already applied); returns its stats."""
         size = self.config.optim.batch_size.at(self.step)
-        batch = self.dataset.sample_batch(size, self.batch_generator)
         if self.group.enabled:
-            return self._data_parallel_step(batch, size)
+            return self._data_parallel_step(size)
+        batch = self.dataset.sample_batch(size, self.batch_generator)
         target = batch.images.to(self.device)
         extraction = self._extract_shells()
         image, losses = self._render_losses(extraction, batch, target)
         self._optimizer_step(losses["total"])
         return self._step_stats(losses, image, target, extraction)
 
-    def _data_parallel_step(self, batch, size: int) -> dict[str, torch.Tensor]:
-        """`train_step` on one rank of several: this rank's shard of the global `batch` (of
-        `size` images; possibly none), then the gradients, loss terms, PSNR and stop request
-        summed over the ranks in one ``all_reduce``, then the same Adam step on every rank."""
+    def _data_parallel_step(self, size: int) -> dict[str, torch.Tensor]:
+        """`train_step` on one rank of several: this rank's shard of the step's batch of `size`
+        images (drawn alike on every rank, only the shard's images built; possibly none),
+        then the gradients, loss terms, PSNR and stop request summed over the ranks in one
+        ``all_reduce``, then the same Adam step on every rank."""
         part = self.group.shard(size)
         count = len(range(size)[part])
+        shard = self.dataset.sample_batch(size, self.batch_generator, part=part)
         extraction = self._extract_shells()
         zero = torch.zeros((), device=self.device)
         if count:
-            shard = _batch_part(batch, part)
             target = shard.images.to(self.device)
             image, losses = self._render_losses(extraction, shard, target, share=count / size)
             psnr_sum = psnr(image.detach(), target).sum()
@@ -865,20 +866,6 @@ _FINGERPRINT = (
 
 def _silent(*args) -> None:
     """Where the output of ranks other than 0 goes."""
-
-
-def _batch_part(batch, part: slice):
-    """The images `part` of a `meshtryoshka_data.Batch` (this rank's shard)."""
-    alpha = None if batch.alpha is None else batch.alpha[part]
-    return replace(
-        batch,
-        images=batch.images[part],
-        alpha=alpha,
-        background=batch.background[part],
-        world_to_camera=batch.world_to_camera[part],
-        intrinsics=batch.intrinsics[part],
-        indices=batch.indices[part],
-    )
 
 
 def _mesh_stats(extraction: Extraction) -> dict[str, torch.Tensor]:
