@@ -97,7 +97,7 @@ def worker(args: argparse.Namespace) -> None:
     }
     with open(Path(args.out) / f"rank{group.rank}.json", "w") as file:
         file.write(json.dumps(row) + "\n")
-    group.close()
+    group.close(wait=True)  # all ranks leave together (one leaving early can abort at exit)
 
 
 def launch(ranks: int, args: argparse.Namespace, out: Path, run_dir: Path) -> list[dict]:
