@@ -40,7 +40,8 @@ def test_a_part_of_a_batch_equals_that_slice_of_the_whole_batch(blender_truth):
     parts_generators = [torch.Generator().manual_seed(3) for _ in range(3)]
     for _ in range(2):  # the generator advances as for the whole batch: the next draw agrees
         whole = dataset.sample_batch(4, whole_generator)
-        for generator, part in zip(parts_generators, (slice(0, 2), slice(2, 4), slice(4, 4))):
+        parts = (slice(0, 2), slice(2, 4), slice(4, 4))
+        for generator, part in zip(parts_generators, parts, strict=True):
             shard = dataset.sample_batch(4, generator, part=part)
             for name in ("images", "alpha", "background", "world_to_camera", "indices"):
                 assert torch.equal(getattr(shard, name), getattr(whole, name)[part]), name

@@ -170,11 +170,17 @@ def rehearse(args) -> None:
                 failed = (j, center, str(error).splitlines()[0][:120])
                 break
             timed = times[len(times) // 2 :]
+            # the grid's own resolution: a refinement stop (`model.min_voxel_pixels`,
+            # `model.max_voxels`) may have kept it below the stage's
+            actual = (trainer.field.center_resolution, trainer.field.arm_resolution)
+            resolution = _resolution_label(*actual)
+            if actual != (center, arm):
+                resolution += f" (stopped; schedule {_resolution_label(center, arm)})"
             rows.append(
                 {
                     "stage": j,
                     "steps": f"{first}-{end - 1}",
-                    "resolution": center if not arm else f"{center}/{arm}",
+                    "resolution": resolution,
                     "batch": config.optim.batch_size.at(trainer.step - 1),
                     "voxels": trainer.field.num_voxels,
                     "faces": int(stats["faces"]),
@@ -194,6 +200,10 @@ def rehearse(args) -> None:
         report(args, base, rows, failed, eval_seconds, size, len(trainer.dataset))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _resolution_label(center: int, arm: int) -> str:
+    return str(center) if not arm else f"{center}/{arm}"
 
 
 def profile_steps(trainer: Trainer, steps: int, label: str) -> None:

@@ -60,3 +60,18 @@ def test_a_tiny_rehearsal_prints_every_stage_and_the_extrapolation(tmp_path):
     assert [row.split("|")[2].strip() for row in rows] == ["8/4", "12/4"]
     assert out.count("profile stage") == 2 and "kernel launches" in out
     assert "full schedule (200 steps), extrapolated:" in out
+
+
+def test_the_rehearsal_shows_where_a_refinement_stop_kept_the_grid(tmp_path):
+    write_colmap_scene(tmp_path / "tiny", n_images=6, size=(32, 24), sparse_formats=("bin",))
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--experiment", "mip360", "--source",
+         str(tmp_path / "tiny"), "--size", "16x12", "--views", "9", "--steps-per-stage", "2",
+         "--device", "cpu", "model.backend=reference", "model.max_voxels=1",
+         "model.resolution={0 = 8, 100 = 12}", "model.arm_resolution={0 = 4}",
+         "train.steps=200", "optim.batch_size=2", "dataset.llffhold=3"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 100-199 |")]
+    assert rows and rows[0].split("|")[2].strip() == "8/4 (stopped; schedule 12/4)"
