@@ -23,8 +23,11 @@ means over the seeds, and per variant the mean over scenes with the paired diffe
 first variant.
 
 ``--deadline S`` stops starting runs that cannot finish in S seconds (estimated from the runs
-so far) and stops the ones still running at S seconds (reported as unfinished), so a time-boxed
-GPU session always ends with the results of the runs that finished.
+so far) and stops the ones still running at S seconds (reported as unfinished; SIGTERM makes
+each write a checkpoint of its last step), so a time-boxed GPU session always ends with the
+results of the runs that finished. ``--resume`` (same ``--out`` and plan) then skips the runs
+that finished and continues the stopped ones from their checkpoints, so long runs can span
+several time-boxed calls.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshtryoshka_train.run import read_metrics
+from meshtryoshka_train.run import list_checkpoints, read_metrics
 
 OBJECT_SCENES = ("texture", "glossy", "thin", "hollow", "multi")
 UNBOUNDED_SCENES = ("garden",)
@@ -168,6 +171,20 @@ class Run:
     def key(self) -> str:
         return f"{self.scene}/{self.variant}/seed{self.seed}/{self.steps}"
 
+    def state(self) -> str:
+        """Where the run stands: ``finished`` (its final test evaluation is logged),
+        ``stopped`` (a checkpoint to go on from) or ``new``."""
+        tests = [e for e in read_metrics(self.run_dir) if e.get("event") == "test"]
+        if tests and tests[-1]["step"] == self.steps:
+            return "finished"
+        return "stopped" if list_checkpoints(self.run_dir) else "new"
+
+    def resume_command(self) -> list[str]:
+        """Go on from the newest checkpoint (the run's settings are in its config.toml)."""
+        return [
+            sys.executable, "-m", "meshtryoshka_train", "--resume", "--run-dir", str(self.run_dir)
+        ]  # fmt: skip
+
 
 def make_runs(args) -> list[Run]:
     """The runs of every group of the plan, group by group (within one: steps, seed, scene,
@@ -242,6 +259,11 @@ def read_result(run: Run) -> dict:
 
 def run_all(args) -> None:
     runs = make_runs(args)
+    if args.resume:
+        finished = [run for run in runs if run.run_dir.is_dir() and run.state() == "finished"]
+        for run in finished:
+            print(f"already finished: {run.key}", flush=True)
+        runs = [run for run in runs if run not in finished]
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.jsonl"
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
@@ -292,10 +314,15 @@ def run_all(args) -> None:
                 break
             run = pending.pop(0)
             run.run_dir.parent.mkdir(parents=True, exist_ok=True)
-            run.log = open(args.out / "runs" / f"{run.run_dir.name}.log", "w")
+            go_on = args.resume and run.run_dir.is_dir() and run.state() == "stopped"
+            log_path = args.out / "runs" / f"{run.run_dir.name}.log"
+            run.log = open(log_path, "a" if go_on else "w")
             run.started = time.perf_counter()
             run.process = subprocess.Popen(
-                run.command, stdout=run.log, stderr=subprocess.STDOUT, env=env
+                run.resume_command() if go_on else run.command,
+                stdout=run.log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
             active.append(run)
         time.sleep(1.0)
@@ -384,6 +411,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per run")
     parser.add_argument("--eval-every", type=int, default=500, help="0: only the final eval")
     parser.add_argument("--deadline", type=float, default=0.0, help="seconds; 0 = none")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the runs of --out that finished, continue the stopped ones",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-quality"))
     parser.add_argument(
         "--plan",
