@@ -134,7 +134,7 @@ def _static_tables(grid: SparseGrid) -> dict[str, Tensor]:
     Training extracts and regularizes the same grid at every step; the binary searches that
     build these tables would otherwise dominate the reference's time (and, at a few million
     voxels, a good part of a GPU training step's). The corner and neighbour tables are kept
-    compactly (int32, 56 bytes per voxel) for every grid; the ownership tables only for grids
+    compactly (int32, at most 59 bytes per voxel) for every grid; the ownership tables only for grids
     of at most `CACHE_VOXELS` voxels. The cache is keyed on the identity and version of the
     grid's id tensors, so an in-place edit invalidates it.
     """
@@ -180,16 +180,17 @@ def _positive_neighbors(grid: SparseGrid) -> Tensor:
     return tables["positive_neighbors"]
 
 
-def _corner_plus_neighbors(grid: SparseGrid) -> Tensor:
-    """int32 ``[Nvox, 3]``: index of the grid vertices one step beyond each voxel's +xyz corner
-    along +i, +j, +k (lattice ``(i+2, j+1, k+1)`` etc.), -1 where no such vertex exists
-    (cached)."""
+def _corner_plus_neighbors(grid: SparseGrid) -> tuple[Tensor, Tensor]:
+    """The grid vertices one step beyond each voxel's +xyz corner along +i, +j, +k (lattice
+    ``(i+2, j+1, k+1)`` etc.), cached: int32 ``[Nvox, 3]`` vertex index (0 where none exists, so
+    that it can be gathered with) and bool ``[Nvox, 3]``, whether it exists."""
     tables = _static_tables(grid)
     if "corner_plus" not in tables:
         offsets = torch.tensor([[2, 1, 1], [1, 2, 1], [1, 1, 2]], device=grid.device)
         found = grid.find_vertices(grid.voxel_coords()[:, None, :] + offsets)
-        tables["corner_plus"] = found.to(torch.int32)
-    return tables["corner_plus"]
+        tables["corner_plus_present"] = found >= 0
+        tables["corner_plus"] = found.clamp(min=0).to(torch.int32)
+    return tables["corner_plus"], tables["corner_plus_present"]
 
 
 def _ownership(grid: SparseGrid, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -382,10 +383,15 @@ def extract_shells(grid: SparseGrid, sdf: Tensor, attributes: Tensor, levels: Te
 def voxel_gradients(grid: SparseGrid, sdf: Tensor) -> Tensor:
     """``[Nvox, 3]`` gradient of each voxel's trilinear interpolant at its centre, in
     ``[0, 1]^3`` units: ``d/dx_a = dims[a] * mean over the 4 edges along a of (s_hi - s_lo)``."""
+    return _centre_gradients(grid, _gather(sdf, _voxel_corners(grid)))
+
+
+def _centre_gradients(grid: SparseGrid, corner_values: Tensor) -> Tensor:
+    """`voxel_gradients` from the ``[Nvox, 8]`` values at the voxels' corners."""
     # corner c sits at offset (c>>2&1, c>>1&1, c&1): v[n, i, j, k]; plain slices, so that the
     # backward adds into the corners without indexing
-    v = _gather(sdf, _voxel_corners(grid)).reshape(-1, 2, 2, 2)
-    dims = torch.tensor(grid.shape, dtype=sdf.dtype, device=sdf.device)
+    v = corner_values.reshape(-1, 2, 2, 2)
+    dims = torch.tensor(grid.shape, dtype=v.dtype, device=v.device)
     grads = (
         (v[:, 1] - v[:, 0]).mean((1, 2)),
         (v[:, :, 1] - v[:, :, 0]).mean((1, 2)),
@@ -402,13 +408,17 @@ def corner_laplacians(grid: SparseGrid, sdf: Tensor) -> Tensor:
     when some occupied voxel has them as a corner, so ``3 <= n <= 6``. Grid units (no division
     by ``h^2``).
     """
-    v = _gather(sdf, _voxel_corners(grid))  # corner c at offset (c>>2&1, c>>1&1, c&1)
+    return _corner_laplacians(grid, sdf, _gather(sdf, _voxel_corners(grid)))
+
+
+def _corner_laplacians(grid: SparseGrid, sdf: Tensor, corner_values: Tensor) -> Tensor:
+    """`corner_laplacians` given the ``[Nvox, 8]`` values at the voxels' corners too."""
+    v = corner_values  # corner c at offset (c>>2&1, c>>1&1, c&1)
     center = v[:, 7]
     laplacian = v[:, 3] + v[:, 5] + v[:, 6] - 3 * center  # the -i, -j, -k neighbours
-    plus = _corner_plus_neighbors(grid)
-    present = plus >= 0
-    values = _gather(sdf, plus.clamp(min=0)) - center[:, None]
-    return laplacian + torch.where(present, values, torch.zeros_like(values)).sum(-1)
+    plus, present = _corner_plus_neighbors(grid)
+    values = _gather(sdf, plus) - center[:, None]
+    return laplacian + torch.where(present, values, 0.0).sum(-1)
 
 
 def sdf_regularizers(
@@ -418,12 +428,13 @@ def sdf_regularizers(
     zero = sdf.sum() * 0  # keeps the graph (and the dtype/device) for empty grids
     if grid.num_voxels == 0:
         return {"eikonal_pos": zero, "eikonal_neg": zero, "curvature": zero}
-    g = voxel_gradients(grid, sdf)  # [Nvox, 3]
+    corner_values = _gather(sdf, _voxel_corners(grid))  # one gather for both terms
+    g = _centre_gradients(grid, corner_values)  # [Nvox, 3]
     norm = torch.linalg.vector_norm(g, dim=-1)
     eikonal_pos = torch.relu(norm - 1).square().mean()
     eikonal_neg = torch.relu(1 - norm).square().mean()
     if curvature == "laplacian":
-        laplacian = corner_laplacians(grid, sdf).square().mean()
+        laplacian = _corner_laplacians(grid, sdf, corner_values).square().mean()
         return {"eikonal_pos": eikonal_pos, "eikonal_neg": eikonal_neg, "curvature": laplacian}
     nb = _positive_neighbors(grid)  # +i, +j, +k neighbours [Nvox, 3]
     terms = []
