@@ -134,9 +134,9 @@ def _static_tables(grid: SparseGrid) -> dict[str, Tensor]:
     Training extracts and regularizes the same grid at every step; the binary searches that
     build these tables would otherwise dominate the reference's time (and, at a few million
     voxels, a good part of a GPU training step's). The corner and neighbour tables are kept
-    compactly (int32, at most 59 bytes per voxel) for every grid; the ownership tables only for grids
-    of at most `CACHE_VOXELS` voxels. The cache is keyed on the identity and version of the
-    grid's id tensors, so an in-place edit invalidates it.
+    compactly (int32, at most 59 bytes per voxel) for every grid; the ownership tables only
+    for grids of at most `CACHE_VOXELS` voxels. The cache is keyed on the identity and version
+    of the grid's id tensors, so an in-place edit invalidates it.
     """
     key = (
         grid.voxels.data_ptr(),
