@@ -27,12 +27,16 @@ tiny sizes.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
+import os
 import shutil
 import statistics
 import tempfile
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 import torch
@@ -210,18 +214,22 @@ def profile_steps(trainer: Trainer, steps: int, label: str) -> None:
     """Print where `steps` more training steps spend their time: the top operators by self CPU
     time and (on a GPU) by self GPU time, and per step the kernel launches, host syncs and CPU
     vs GPU busy time (the fixed per-step costs: a step whose CPU time exceeds its GPU time is
-    launch-bound)."""
+    launch-bound). On a GPU with `steps` >= 2 the last step is not profiled but lists the host
+    syncs by line of our code (`sync_points`)."""
     from torch.profiler import ProfilerActivity, profile
 
+    cuda = trainer.device.type == "cuda"
+    list_syncs = cuda and steps >= 2
+    profiled = steps - 1 if list_syncs else steps
     activities = [ProfilerActivity.CPU]
-    if torch.cuda.is_available():
+    if cuda:
         activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities) as prof:
-        for _ in range(steps):
+        for _ in range(profiled):
             trainer.apply_schedules(trainer.step)
             trainer.train_step()
             trainer.step += 1
-        if torch.cuda.is_available():
+        if cuda:
             torch.cuda.synchronize()
     events = prof.key_averages()
     count = {e.key: e.count for e in events}
@@ -233,15 +241,56 @@ def profile_steps(trainer: Trainer, steps: int, label: str) -> None:
         if k in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy")
         or k.startswith("cuStreamSynchronize")
     )
-    cpu_ms = sum(e.self_cpu_time_total for e in events) / 1e3 / steps
-    gpu_ms = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e3 / steps
+    cpu_ms = sum(e.self_cpu_time_total for e in events) / 1e3 / profiled
+    gpu_ms = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e3 / profiled
     print(
-        f"profile {label}: per step {launches / steps:.0f} kernel launches, "
-        f"{syncs / steps:.1f} host syncs, {cpu_ms:.1f} ms CPU self time, "
+        f"profile {label}: per step {launches / profiled:.0f} kernel launches, "
+        f"{syncs / profiled:.1f} host syncs, {cpu_ms:.1f} ms CPU self time, "
         f"{gpu_ms:.1f} ms GPU kernel time"
     )
-    for key in ("self_cpu_time_total", "self_device_time_total")[: 1 + torch.cuda.is_available()]:
+    for key in ("self_cpu_time_total", "self_device_time_total")[: 1 + cuda]:
         print(events.table(sort_by=key, row_limit=15, max_name_column_width=60))
+    if list_syncs:
+        points = sync_points(trainer)
+        print(f"host syncs of one step (torch.cuda.set_sync_debug_mode): {sum(points.values())}")
+        for where, count in points.most_common():
+            print(f"  {count} x {where}")
+
+
+def sync_points(trainer: Trainer) -> collections.Counter:
+    """One more training step with ``torch.cuda.set_sync_debug_mode("warn")``: how often each
+    line of our code blocked the host on the GPU (a sync or a pageable host-to-device copy)."""
+    points: collections.Counter = collections.Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None) -> None:
+        stack = traceback.extract_stack()[:-1]  # without this function
+        while stack and stack[-1].filename == warnings.__file__:
+            stack.pop()  # nor the warnings module's own frames
+        points[sync_location(stack)] += 1
+
+    shown = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.apply_schedules(trainer.step)
+            trainer.train_step()
+            trainer.step += 1
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+            warnings.showwarning = shown
+    return points
+
+
+def sync_location(stack: list[traceback.FrameSummary]) -> str:
+    """``package/module.py:line (function)`` of the innermost frame of `stack` in one of the
+    monorepo's packages (``.../src/<package>/...``), or of the innermost frame when none is."""
+    ours = [frame for frame in stack if f"{os.sep}src{os.sep}" in frame.filename]
+    frame = (ours or stack)[-1]
+    parts = Path(frame.filename).parts
+    short = "/".join(parts[parts.index("src") + 1 :]) if "src" in parts else parts[-1]
+    return f"{short}:{frame.lineno} ({frame.name})"
 
 
 def report(args, base, rows, failed, eval_seconds: float, size, views: int) -> None:
@@ -295,7 +344,8 @@ def main() -> None:
         "--profile-steps",
         type=int,
         default=0,
-        help="profile the last this many steps of each stage (torch.profiler) and print them",
+        help="profile the last this many steps of each stage (torch.profiler) and print them; "
+        "on a GPU the last of them lists its host syncs by line instead",
     )
     parser.add_argument("--memory-gib", type=float, default=0.0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

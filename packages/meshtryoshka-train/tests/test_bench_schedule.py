@@ -75,3 +75,53 @@ def test_the_rehearsal_shows_where_a_refinement_stop_kept_the_grid(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| 100-199 |")]
     assert rows and rows[0].split("|")[2].strip() == "8/4 (stopped; schedule 12/4)"
+
+
+def test_a_host_sync_is_named_by_the_innermost_line_of_our_packages():
+    import traceback
+
+    bench = _load_script()
+    frame = traceback.FrameSummary
+    stack = [
+        frame("/w/packages/meshtryoshka-train/benchmarks/bench_schedule.py", 160, "rehearse"),
+        frame("/w/packages/meshtryoshka-train/src/meshtryoshka_train/trainer.py", 489, "step"),
+        frame("/w/packages/slang-marching-cubes/src/slang_marching_cubes/api.py", 42, "_check"),
+        frame("/venv/lib/python3.12/site-packages/torch/functional.py", 10, "unique"),
+    ]
+    assert bench.sync_location(stack) == "slang_marching_cubes/api.py:42 (_check)"
+    assert bench.sync_location(stack[:1] + stack[3:]) == "functional.py:10 (unique)"
+
+
+def test_the_sync_report_counts_each_blocking_line_of_one_step(monkeypatch):
+    import warnings
+
+    import torch
+
+    bench = _load_script()
+    modes = []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+
+    def blocking_op():
+        # what torch warns per sync (the stack, not the warning's own location, names it)
+        warnings.warn("called a synchronizing CUDA operation", stacklevel=1)
+
+    class Trainer:
+        step = 7
+
+        def apply_schedules(self, step):
+            assert step == 7
+
+        def train_step(self):
+            blocking_op()
+            blocking_op()
+            warnings.warn("another sync", stacklevel=1)
+
+    trainer = Trainer()
+    filters = list(warnings.filters)
+    points = bench.sync_points(trainer)
+    assert modes == ["warn", "default"] and trainer.step == 8
+    assert warnings.filters == filters  # the caller's warning filters are back
+    counts = sorted(points.items())
+    assert [count for _, count in counts] == [2, 1]
+    assert counts[0][0].startswith("test_bench_schedule.py:") and "(blocking_op)" in counts[0][0]
+    assert "(train_step)" in counts[1][0]
