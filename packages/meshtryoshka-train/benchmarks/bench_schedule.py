@@ -30,7 +30,6 @@ import argparse
 import collections
 import dataclasses
 import json
-import os
 import shutil
 import statistics
 import tempfile
@@ -268,8 +267,7 @@ def sync_points(trainer: Trainer) -> collections.Counter:
             stack.pop()  # nor the warnings module's own frames
         points[sync_location(stack)] += 1
 
-    shown = warnings.showwarning
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # restores the filters and `showwarning` on exit
         warnings.simplefilter("always")
         warnings.showwarning = record
         torch.cuda.set_sync_debug_mode("warn")
@@ -279,17 +277,16 @@ def sync_points(trainer: Trainer) -> collections.Counter:
             trainer.step += 1
         finally:
             torch.cuda.set_sync_debug_mode("default")
-            warnings.showwarning = shown
     return points
 
 
 def sync_location(stack: list[traceback.FrameSummary]) -> str:
     """``package/module.py:line (function)`` of the innermost frame of `stack` in one of the
     monorepo's packages (``.../src/<package>/...``), or of the innermost frame when none is."""
-    ours = [frame for frame in stack if f"{os.sep}src{os.sep}" in frame.filename]
+    ours = [frame for frame in stack if "src" in Path(frame.filename).parts]
     frame = (ours or stack)[-1]
     parts = Path(frame.filename).parts
-    short = "/".join(parts[parts.index("src") + 1 :]) if "src" in parts else parts[-1]
+    short = "/".join(parts[parts.index("src") + 1 :]) if ours else parts[-1]
     return f"{short}:{frame.lineno} ({frame.name})"
 
 
