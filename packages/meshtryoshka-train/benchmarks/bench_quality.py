@@ -339,8 +339,8 @@ def summarize(results_path: Path) -> None:
     if not results_path.is_file():
         print(f"no results in {results_path}")
         return
-    rows = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("finished")]
+    records = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
+    rows = [r for r in records if r.get("finished")]
     if not rows:
         print("no finished runs")
         return
@@ -397,6 +397,59 @@ def summarize(results_path: Path) -> None:
         for variant, curve in curves.items():
             cells = [f"{_mean(curve[s]):.2f}" if s in curve else "" for s in points]
             print(f"| {variant} | " + " | ".join(cells) + " |")
+        if any(r["steps"] == steps and not r.get("finished") for r in records):
+            print_stopped_runs(records, steps, base)
+
+
+def newest_runs(records: list[dict], steps: int) -> dict[tuple[str, str, int], dict]:
+    """The record of each run (scene, variant, seed) of `steps` steps that got furthest,
+    stopped runs included; the later record wins a tie."""
+    runs: dict[tuple[str, str, int], dict] = {}
+    for r in records:
+        key = (r["scene"], r["variant"], r["seed"])
+        if r["steps"] == steps and r.get("psnr_curve"):
+            if key not in runs or r.get("last_step", 0) >= runs[key].get("last_step", 0):
+                runs[key] = r
+    return runs
+
+
+def print_stopped_runs(records: list[dict], steps: int, base: str) -> None:
+    """For a group with runs stopped before their last step: every run's test PSNR (layered)
+    at each evaluation, and each variant against `base` (same scene and seed) at the last
+    evaluation both reached."""
+    runs = newest_runs(records, steps)
+    points = sorted({step for r in runs.values() for step, _, _ in r["psnr_curve"]})
+    print(f"\nEvery run of {steps} steps, stopped ones included: test PSNR (layered) at each "
+          "evaluation.\n")  # fmt: skip
+    print("| scene | variant | seed | last step | " + " | ".join(map(str, points)) + " |")
+    print("|---|---|---:|---:|" + "---:|" * len(points))
+    for (scene, variant, seed), r in runs.items():
+        curve = {step: value for step, value, _ in r["psnr_curve"]}
+        cells = [f"{curve[s]:.2f}" if s in curve else "" for s in points]
+        print(
+            f"| {scene} | {variant} | {seed} | {r.get('last_step')} | " + " | ".join(cells) + " |"
+        )
+    print(f"\nAgainst `{base}` at the last evaluation both runs reached (same scene and seed):\n")
+    print(f"| scene | variant | seed | step | PSNR | {base} | difference |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    differences: dict[str, list[float]] = {}
+    for (scene, variant, seed), r in runs.items():
+        other = runs.get((scene, base, seed))
+        if variant == base or other is None:
+            continue
+        mine = {step: value for step, value, _ in r["psnr_curve"]}
+        theirs = {step: value for step, value, _ in other["psnr_curve"]}
+        common = set(mine) & set(theirs)
+        if not common:
+            continue
+        step = max(common)
+        differences.setdefault(variant, []).append(mine[step] - theirs[step])
+        print(f"| {scene} | {variant} | {seed} | {step} | {mine[step]:.2f} | {theirs[step]:.2f} |"
+              f" {mine[step] - theirs[step]:+.2f} |")  # fmt: skip
+    for variant, values in differences.items():
+        better = sum(d > 0 for d in values)
+        print(f"\n`{variant}` against `{base}`: {_mean(values):+.2f} dB on average, better on "
+              f"{better}/{len(values)}")  # fmt: skip
 
 
 def main() -> None:

@@ -60,3 +60,36 @@ def test_a_run_then_resume_skips_it_and_continues_a_stopped_one(tmp_path):
     log = (out / "runs" / "texture-default-s0-n4.log").read_text()
     # the first run's output is kept: the resumed one is appended to its log
     assert 0 <= log.index("training 'nerf_synthetic'") < log.index("resumed from step 4")
+
+
+def test_summary_compares_stopped_runs_at_the_last_evaluation_both_reached(
+    tmp_path, capsys, monkeypatch
+):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_quality", module)  # its dataclass looks itself up
+    spec.loader.exec_module(module)
+
+    def record(variant, seed, curve, finished, **extra):
+        last = curve[-1][0]
+        return {"scene": "thin", "variant": variant, "seed": seed, "steps": 3000,
+                "last_step": last, "finished": finished, "layered_psnr": curve[-1][1],
+                "surface_psnr": curve[-1][1], "layered_ssim": 0.9,
+                "psnr_curve": [[s, v, 10.0 * s] for s, v in curve], **extra}  # fmt: skip
+
+    records = [
+        record("original", 0, [(1000, 20.0)], False),  # superseded by the longer record
+        record("original", 0, [(1000, 20.0), (2000, 25.0)], False),
+        record("default", 0, [(1000, 21.0), (2000, 26.5), (3000, 27.0)], True),
+        record("default", 1, [(1000, 21.0), (2000, 26.0), (3000, 27.0)], True),  # no partner
+    ]
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    module.summarize(path)
+    printed = capsys.readouterr().out
+    assert "| thin | original | 0 | 2000 | 20.00 | 25.00 |  |" in printed
+    # the base is the first variant with a finished run (here `default`)
+    assert "| thin | original | 0 | 2000 | 25.00 | 26.50 | -1.50 |" in printed
+    assert "`original` against `default`: -1.50 dB on average, better on 0/1" in printed
