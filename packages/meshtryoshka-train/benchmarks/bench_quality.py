@@ -413,6 +413,11 @@ def newest_runs(records: list[dict], steps: int) -> dict[tuple[str, str, int], d
     return runs
 
 
+def evaluations(record: dict) -> dict[int, float]:
+    """Test PSNR (layered, dB) of a results record by evaluation step."""
+    return {step: value for step, value, _ in record["psnr_curve"]}
+
+
 def print_stopped_runs(records: list[dict], steps: int, base: str) -> None:
     """For a group with runs stopped before their last step: every run's test PSNR (layered)
     at each evaluation, and each variant against `base` (same scene and seed) at the last
@@ -424,7 +429,7 @@ def print_stopped_runs(records: list[dict], steps: int, base: str) -> None:
     print("| scene | variant | seed | last step | " + " | ".join(map(str, points)) + " |")
     print("|---|---|---:|---:|" + "---:|" * len(points))
     for (scene, variant, seed), r in runs.items():
-        curve = {step: value for step, value, _ in r["psnr_curve"]}
+        curve = evaluations(r)
         cells = [f"{curve[s]:.2f}" if s in curve else "" for s in points]
         print(
             f"| {scene} | {variant} | {seed} | {r.get('last_step')} | " + " | ".join(cells) + " |"
@@ -437,8 +442,7 @@ def print_stopped_runs(records: list[dict], steps: int, base: str) -> None:
         other = runs.get((scene, base, seed))
         if variant == base or other is None:
             continue
-        mine = {step: value for step, value, _ in r["psnr_curve"]}
-        theirs = {step: value for step, value, _ in other["psnr_curve"]}
+        mine, theirs = evaluations(r), evaluations(other)
         common = set(mine) & set(theirs)
         if not common:
             continue

@@ -209,6 +209,13 @@ def _resolution_label(center: int, arm: int) -> str:
     return str(center) if not arm else f"{center}/{arm}"
 
 
+def advance(trainer: Trainer) -> None:
+    """One training step with the schedules of its step, without logging or evaluation."""
+    trainer.apply_schedules(trainer.step)
+    trainer.train_step()
+    trainer.step += 1
+
+
 def profile_steps(trainer: Trainer, steps: int, label: str) -> None:
     """Print where `steps` more training steps spend their time: the top operators by self CPU
     time and (on a GPU) by self GPU time, and per step the kernel launches, host syncs and CPU
@@ -225,9 +232,7 @@ def profile_steps(trainer: Trainer, steps: int, label: str) -> None:
         activities.append(ProfilerActivity.CUDA)
     with profile(activities=activities) as prof:
         for _ in range(profiled):
-            trainer.apply_schedules(trainer.step)
-            trainer.train_step()
-            trainer.step += 1
+            advance(trainer)
         if cuda:
             torch.cuda.synchronize()
     events = prof.key_averages()
@@ -272,9 +277,7 @@ def sync_points(trainer: Trainer) -> collections.Counter:
         warnings.showwarning = record
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            trainer.apply_schedules(trainer.step)
-            trainer.train_step()
-            trainer.step += 1
+            advance(trainer)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return points
